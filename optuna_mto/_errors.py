@@ -1,0 +1,21 @@
+"""Exceptions raised by optuna-mto."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ConfigConflictError", "DatasetMismatchError", "MTOError"]
+
+
+class MTOError(Exception):
+    """Base class of every error raised by optuna-mto."""
+
+
+class ConfigConflictError(MTOError, ValueError):
+    """A study was opened with a configuration different from the one it was created with."""
+
+
+class DatasetMismatchError(MTOError, ValueError):
+    """A worker passed a dataset that differs from the one the study was split on."""
+
+
+class CheckpointError(MTOError):
+    """A checkpoint is missing, truncated, corrupted or not a tensors-only file."""
