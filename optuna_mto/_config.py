@@ -1,0 +1,114 @@
+"""The study configuration: validated once, stored in the study, read by every worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from optuna_mto._errors import ConfigConflictError
+
+__all__ = ["CONFIG_KEY", "StudyConfig"]
+
+CONFIG_KEY = "mto:config"
+_SPLITTERS = ("random", "kfold", "stratified")
+_ARTIFACT_KINDS = ("file", "database", "custom")
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bound}, but got {name}={value!r}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], but got {name}={value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything that must be identical in every worker of one study.
+
+    The config is stored as JSON in the study's system attributes when the study is
+    created; workers that open the study later read it back, and opening a study with
+    different values raises :class:`~optuna_mto.ConfigConflictError`.
+
+    Attributes:
+        n_splits: K, the number of (train, validation) splits and of trials.
+        validation_fraction: Share of the data in each split's validation set
+            (ignored by the ``"kfold"`` splitter, whose share is ``1 / n_splits``).
+        seed: Seed of the splits and of every random decision of the transfer manager.
+        splitter: ``"random"`` (the paper: each split drawn independently), ``"kfold"``
+            or ``"stratified"``.
+        transfer: Parameters of the transfer manager (``TransferManager.get_params()``).
+        artifact_store: Where checkpoints live: ``{"kind": "file", "path": ...}`` or
+            ``{"kind": "database"}`` (inside the study's own database).
+        max_retries: How many times a failed split is retried as a new trial.
+    """
+
+    n_splits: int = 4
+    validation_fraction: float = 0.2
+    seed: int = 0
+    splitter: str = "random"
+    transfer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    artifact_store: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_retries: int = 2
+
+    def __post_init__(self) -> None:
+        _check_int("n_splits", self.n_splits, 1)
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(
+                "validation_fraction must be a float in (0, 1), "
+                f"but got validation_fraction={fraction!r}."
+            )
+        if not 0.0 < float(fraction) < 1.0:
+            raise ValueError(
+                "validation_fraction must be a float in (0, 1), "
+                f"but got validation_fraction={fraction!r}."
+            )
+        _check_int("seed", self.seed, 0)
+        if self.splitter not in _SPLITTERS:
+            raise ValueError(
+                f"splitter must be one of {_SPLITTERS}, but got splitter={self.splitter!r}."
+            )
+        if self.splitter == "kfold" and self.n_splits < 2:
+            raise ValueError(
+                "The 'kfold' splitter needs n_splits >= 2, "
+                f"but got n_splits={self.n_splits}. Use splitter='random' for one split."
+            )
+        kind = self.artifact_store.get("kind", "file")
+        if kind not in _ARTIFACT_KINDS:
+            raise ValueError(
+                f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
+            )
+        _check_int("max_retries", self.max_retries, 0)
+        # Fails early on values JSON cannot hold (they could not be stored in the study).
+        json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-serialisable form stored in the study."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        """Rebuild a config from :meth:`to_dict` output, ignoring unknown future keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def check_same(self, stored: StudyConfig, study_name: str) -> None:
+        """Raise ConfigConflictError naming every field where ``self`` differs from ``stored``.
+
+        Args:
+            stored: The config the study was created with.
+            study_name: Used in the message.
+        """
+        mine, theirs = self.to_dict(), stored.to_dict()
+        diffs = [
+            f"{k}: stored {theirs[k]!r}, given {mine[k]!r}" for k in mine if mine[k] != theirs[k]
+        ]
+        if diffs:
+            raise ConfigConflictError(
+                f"Study {study_name!r} exists with a different configuration ("
+                + "; ".join(diffs)
+                + "). Pass the stored values, use optuna_mto.load_study() to reuse them, "
+                "or choose a new study_name."
+            )

@@ -1,0 +1,133 @@
+"""Running splits: devices, CPU threads, heartbeats, and thread or process workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import optuna
+import torch
+
+__all__ = [
+    "assign_devices",
+    "cpu_threads_per_worker",
+    "heartbeat",
+    "is_picklable",
+    "resolve_executor",
+    "spawn_context",
+]
+
+_logger = logging.getLogger(__name__)
+_EXECUTORS = ("auto", "thread", "process")
+
+
+def assign_devices(n_jobs: int, devices: Sequence[str | torch.device] | None) -> list[str]:
+    """Return one device per worker.
+
+    An explicit ``devices`` list is used round-robin. Otherwise, with G visible CUDA
+    GPUs, worker i gets ``cuda:{i % G}`` (one GPU each when ``n_jobs <= G``); on a
+    machine without GPUs every worker gets ``"cpu"``.
+
+    Raises:
+        ValueError: For an empty list or a device string torch does not understand.
+    """
+    if devices is not None:
+        if len(devices) == 0:
+            raise ValueError("devices must name at least one device, but got devices=[].")
+        parsed = []
+        for device in devices:
+            try:
+                parsed.append(str(torch.device(device)))
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(
+                    f"{device!r} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'mps'."
+                ) from err
+        return [parsed[i % len(parsed)] for i in range(n_jobs)]
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus:
+        return [f"cuda:{i % n_gpus}" for i in range(n_jobs)]
+    return ["cpu"] * n_jobs
+
+
+def cpu_threads_per_worker(n_jobs: int) -> int:
+    """Return intra-op threads per worker so that ``n_jobs`` workers share the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, n_jobs))
+
+
+def is_picklable(*objects: Any) -> bool:
+    """Return True if every object can be sent to a spawned worker process."""
+    try:
+        for obj in objects:
+            pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - any failure means "use threads".
+        return False
+    return True
+
+
+def resolve_executor(executor: str, n_jobs: int, *payload: Any) -> str:
+    """Pick ``"inline"``, ``"thread"`` or ``"process"`` for ``optimize``.
+
+    ``"auto"`` runs one worker in the calling thread, and several in processes when the
+    objective can be pickled (defined at module level), else in threads.
+    """
+    if executor not in _EXECUTORS:
+        raise ValueError(f"executor must be one of {_EXECUTORS}, but got executor={executor!r}.")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be an integer >= 1, but got n_jobs={n_jobs!r}.")
+    if executor == "process":
+        if not is_picklable(*payload):
+            raise ValueError(
+                "executor='process' needs an objective (and evaluate function and dataset) "
+                "that can be pickled: define them at module level, or use executor='thread'."
+            )
+        return "process"
+    if n_jobs == 1 and executor == "auto":
+        return "inline"
+    if executor == "thread":
+        return "thread"
+    if is_picklable(*payload):
+        return "process"
+    _logger.info("The objective cannot be pickled; running %d splits in threads.", n_jobs)
+    return "thread"
+
+
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    """Return the start method for workers: spawn (safe with CUDA and threads)."""
+    return multiprocessing.get_context("spawn")
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
+    """Record heartbeats for ``trial_id`` in a daemon thread while the block runs.
+
+    Does nothing when the storage has heartbeats disabled.
+    """
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as err:  # noqa: BLE001 - a missed beat must not kill training.
+                _logger.warning("Heartbeat of trial %d failed: %s", trial_id, err)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"mto-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,138 @@
+"""Opening Optuna storages for many concurrent writers, and the embedded default home."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage
+
+__all__ = [
+    "default_home",
+    "default_storage_url",
+    "get_engine",
+    "mask_url",
+    "open_storage",
+    "storage_url",
+]
+
+_SQLITE_TIMEOUT_S = 60
+
+
+def default_home() -> Path:
+    """Return the embedded default home of SQLite files and checkpoints.
+
+    ``$OPTUNA_MTO_HOME`` when set, else ``./storage`` under the current directory.
+    """
+    return Path(os.environ.get("OPTUNA_MTO_HOME", "storage")).resolve()
+
+
+def default_storage_url(study_name: str) -> str:
+    """Return the SQLite URL of a study's default database under :func:`default_home`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name)
+    home = default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / safe}.db"
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (for error messages)."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL we cannot parse is masked wholesale.
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_TIMEOUT_S * 1000}")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def open_storage(
+    storage: str | optuna.storages.BaseStorage,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+) -> optuna.storages.BaseStorage:
+    """Open an Optuna RDB storage tuned for concurrent workers.
+
+    SQLite files get write-ahead logging and a 60 s busy timeout, so that K worker
+    processes writing to one file wait for each other instead of failing with
+    "database is locked". Heartbeats (``heartbeat_interval`` seconds) let a killed
+    worker's trial be detected as stale and retried.
+
+    Args:
+        storage: A database URL or an already-built ``RDBStorage``.
+        heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
+        grace_period: Seconds without heartbeat after which a trial is stale
+            (Optuna's default is twice the interval).
+
+    Returns:
+        The storage, wrapped like ``optuna.storages.get_storage`` does.
+
+    Raises:
+        ValueError: For a storage that is not a database (optuna-mto shares weights
+            and claims splits through SQL tables) or a URL that cannot be opened.
+    """
+    if isinstance(storage, optuna.storages.BaseStorage):
+        backend = getattr(storage, "_backend", storage)
+        if not isinstance(backend, RDBStorage):
+            raise ValueError(
+                "optuna-mto needs a database storage (RDBStorage), but got "
+                f"{type(storage).__name__}. Pass a URL such as 'sqlite:///storage/study.db' or 'postgresql://...'."
+            )
+        return optuna.storages.get_storage(storage)
+    if not isinstance(storage, str) or "://" not in storage:
+        raise ValueError(
+            f"storage must be a database URL or an RDBStorage, but got storage={storage!r}. "
+            "Example: 'sqlite:///storage/study.db' or 'postgresql+psycopg://user@host/db'."
+        )
+    engine_kwargs: dict[str, Any] = {}
+    is_sqlite = storage.startswith("sqlite")
+    if is_sqlite:
+        engine_kwargs["connect_args"] = {"timeout": _SQLITE_TIMEOUT_S}
+        path = storage.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = RDBStorage(
+                storage,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+            )
+    except Exception as err:  # noqa: BLE001 - re-raised with the masked URL and a fix.
+        raise ValueError(
+            f"Could not open the storage {mask_url(storage)}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. Check that the database server "
+            "is running and the URL (driver, host, port, database, user) is right."
+        ) from None
+    if is_sqlite:
+        sqlalchemy.event.listen(rdb.engine, "connect", _enable_sqlite_wal)
+        with rdb.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+        rdb.engine.dispose()  # connections opened before the listener lack the pragmas
+    return optuna.storages.get_storage(rdb)
+
+
+def get_engine(storage: optuna.storages.BaseStorage) -> sqlalchemy.Engine:
+    """Return the SQLAlchemy engine under an (optionally cached) RDB storage."""
+    backend = getattr(storage, "_backend", storage)
+    return backend.engine
+
+
+def storage_url(storage: optuna.storages.BaseStorage) -> str:
+    """Return the URL a worker process needs to open the same storage."""
+    backend = getattr(storage, "_backend", storage)
+    return backend.url

@@ -1,0 +1,138 @@
+"""The cross-split table: every split's best model scored on every split's validation set."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+__all__ = ["CrossSplitSummary", "latest_split_trials"]
+
+
+def latest_split_trials(
+    trials: list[optuna.trial.FrozenTrial],
+) -> dict[int, optuna.trial.FrozenTrial]:
+    """Return, per split, its completed trial (or else its latest attempt)."""
+    out: dict[int, optuna.trial.FrozenTrial] = {}
+    for trial in trials:
+        split = trial.system_attrs.get("mto:split")
+        if split is None:
+            continue
+        held = out.get(split)
+        if held is None or held.state != TrialState.COMPLETE:
+            if trial.state == TrialState.COMPLETE or held is None or trial.number > held.number:
+                out[split] = trial
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossSplitSummary:
+    """The K x K cross-split validation matrix and the ranking it gives.
+
+    ``matrix[i, j]`` is the score of split i's best model on split j's validation
+    set (NaN while split i is unfinished). Splits are ranked by their row mean, in the
+    study's direction: the first of :attr:`ranking` is the model the study exports.
+
+    Attributes:
+        study_name: The study.
+        direction: ``"maximize"`` or ``"minimize"``.
+        matrix: K x K scores.
+        trial_numbers: Optuna trial number of each split's completed run (-1 if none).
+        own: Each split's best score on its own validation set during training.
+        accepted_transfers: Accepted transfers per split.
+        proposed_transfers: Attempted transfers per split.
+    """
+
+    study_name: str
+    direction: str
+    matrix: np.ndarray
+    trial_numbers: list[int]
+    own: list[float]
+    accepted_transfers: list[int]
+    proposed_transfers: list[int]
+
+    @classmethod
+    def from_study(cls, study: optuna.Study, n_splits: int) -> CrossSplitSummary:
+        """Assemble the summary from the trials stored in ``study``."""
+        matrix = np.full((n_splits, n_splits), np.nan)
+        numbers, own = [-1] * n_splits, [math.nan] * n_splits
+        accepted, proposed = [0] * n_splits, [0] * n_splits
+        for split, trial in latest_split_trials(study.get_trials(deepcopy=False)).items():
+            if split >= n_splits:
+                continue
+            events = [v for k, v in trial.user_attrs.items() if k.startswith("transfer:")]
+            proposed[split] = sum(1 for e in events if e.get("after") is not None)
+            accepted[split] = sum(1 for e in events if e.get("accepted"))
+            if trial.state != TrialState.COMPLETE:
+                continue
+            numbers[split] = trial.number
+            scores = trial.system_attrs.get("mto:cross_scores")
+            if scores is not None:
+                matrix[split, : len(scores)] = scores
+            best = trial.system_attrs.get("mto:best")
+            if best is not None:
+                own[split] = float(best["fitness"])
+        direction = study.direction.name.lower()
+        return cls(study.study_name, direction, matrix, numbers, own, accepted, proposed)
+
+    @property
+    def n_splits(self) -> int:
+        """K."""
+        return int(self.matrix.shape[0])
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Row means: each split's mean score over all K validation sets (NaN if unfinished)."""
+        with np.errstate(invalid="ignore"):
+            return np.array([np.nan if np.isnan(r).any() else r.mean() for r in self.matrix])
+
+    @property
+    def ranking(self) -> list[int]:
+        """Finished splits, best mean first."""
+        means = self.mean
+        done = [k for k in range(self.n_splits) if not math.isnan(means[k])]
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return sorted(done, key=lambda k: (sign * means[k], k))
+
+    @property
+    def best_split(self) -> int | None:
+        """The split whose best model ranks first, or None if none has finished."""
+        ranking = self.ranking
+        return ranking[0] if ranking else None
+
+    @property
+    def complete(self) -> bool:
+        """True once every split has finished."""
+        return len(self.ranking) == self.n_splits
+
+    def to_table(self) -> str:
+        """Return the ranked table as plain text."""
+        k = self.n_splits
+        head = ["rank", "split", "trial"] + [f"val{j}" for j in range(k)] + ["mean", "own", "xfer"]
+        rows = []
+        ranked = self.ranking + [s for s in range(k) if s not in self.ranking]
+        for position, split in enumerate(ranked, start=1):
+            done = split in self.ranking
+            cells = [str(position) if done else "-", str(split)]
+            cells.append(str(self.trial_numbers[split]) if self.trial_numbers[split] >= 0 else "-")
+            cells += [_fmt(v) for v in self.matrix[split]]
+            cells += [_fmt(self.mean[split]), _fmt(self.own[split])]
+            cells.append(f"{self.accepted_transfers[split]}/{self.proposed_transfers[split]}")
+            rows.append(cells)
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        lines = [
+            "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
+        ]
+        title = f"Cross-split validation ({self.direction}) of study {self.study_name!r}"
+        note = "valJ: best model of the split scored on split J's validation set; xfer: kept/tried"
+        return "\n".join([title, *lines, note])
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}"

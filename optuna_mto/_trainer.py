@@ -1,0 +1,183 @@
+"""SupervisedTrainer: a ready objective for ordinary supervised PyTorch training."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from optuna_mto._trial import SplitTrial
+
+__all__ = ["SupervisedTrainer"]
+
+_init_lock = threading.Lock()
+_METRICS = {"accuracy": "maximize", "loss": "minimize"}
+
+
+def _default_optimizer(params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+class SupervisedTrainer:
+    """Train one model per split with minibatch SGD; pass it to ``MTOStudy.optimize``.
+
+    It is the objective, the evaluate function and the dataset in one picklable
+    object, so ``study.optimize(trainer, n_jobs=K)`` can run the splits in processes
+    (give it module-level factories, not lambdas, for that).
+
+    Args:
+        model_fn: Builds a fresh model (same architecture for every split).
+        dataset: An ``(X, y)`` pair of tensors (fast path: batches are sliced
+            directly) or any ``torch.utils.data.Dataset`` of ``(input, label)`` pairs.
+        optimizer_fn: ``optimizer_fn(model.parameters())``; default Adam, lr 1e-3.
+        scheduler_fn: Optional ``scheduler_fn(optimizer)``, stepped once per epoch;
+            its state is checkpointed and transferred with the weights.
+        loss_fn: Training loss; default cross-entropy.
+        metric: ``"accuracy"`` (maximize) or ``"loss"`` (minimize) on the validation set.
+        epochs: Epochs per split; one report (and transfer opportunity) per epoch.
+        batch_size: Training batch size.
+        eval_batch_size: Evaluation batch size.
+        num_workers: DataLoader workers (Dataset inputs only).
+        seed: Seed of model initialisation and shuffling, combined with the split index.
+        same_init: Initialise every split's model identically (helps weight averaging).
+    """
+
+    def __init__(
+        self,
+        model_fn: Callable[[], nn.Module],
+        dataset: tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset,
+        *,
+        optimizer_fn: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        scheduler_fn: Callable[[torch.optim.Optimizer], Any] | None = None,
+        loss_fn: nn.Module | None = None,
+        metric: str = "accuracy",
+        epochs: int = 10,
+        batch_size: int = 64,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        seed: int = 0,
+        same_init: bool = False,
+    ) -> None:
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, but got {name}={value!r}.")
+        if isinstance(dataset, tuple):
+            if len(dataset) != 2 or len(dataset[0]) != len(dataset[1]):
+                raise ValueError(
+                    "dataset must be an (X, y) pair of equal length, but got lengths "
+                    f"{[len(d) for d in dataset]}."
+                )
+            dataset = (torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]))
+        self.model_fn = model_fn
+        self.dataset = dataset
+        self.optimizer_fn = optimizer_fn or _default_optimizer
+        self.scheduler_fn = scheduler_fn
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.metric = metric
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.same_init = same_init
+
+    @property
+    def direction(self) -> str:
+        """The study direction the metric needs."""
+        return _METRICS[self.metric]
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """Class labels, when the dataset exposes them (used by stratified splits)."""
+        if isinstance(self.dataset, tuple):
+            return self.dataset[1].cpu().numpy().copy()
+        labels = getattr(self.dataset, "targets", None)
+        return None if labels is None else np.asarray(labels)
+
+    def build_model(self, split: int, device: torch.device | str = "cpu") -> nn.Module:
+        """Build the model of ``split`` with a seeded, reproducible initialisation."""
+        with _init_lock, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed if self.same_init else self.seed * 100_003 + split)
+            model = self.model_fn()
+        return model.to(device)
+
+    def _batches(
+        self, indices: np.ndarray, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        if generator is not None:
+            rows = rows[torch.randperm(len(rows), generator=generator)]
+        if isinstance(self.dataset, tuple):
+            x, y = self.dataset
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                yield x[chunk], y[chunk]
+            return
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.dataset, rows.tolist()),
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+        )
+        yield from loader
+
+    def train_epoch(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        indices: np.ndarray,
+        generator: torch.Generator,
+    ) -> float:
+        """Run one epoch over ``indices``; return the mean training loss."""
+        device = next(model.parameters()).device
+        model.train()
+        total, count = 0.0, 0
+        for inputs, labels in self._batches(indices, self.batch_size, generator):
+            inputs, labels = inputs.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(model(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(labels)
+            count += len(labels)
+        return total / max(count, 1)
+
+    def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
+        """Return the metric of ``model`` on the rows ``indices`` of the dataset."""
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        correct, loss_sum, count = 0, 0.0, 0
+        with torch.no_grad():
+            for inputs, labels in self._batches(indices, self.eval_batch_size, None):
+                inputs, labels = inputs.to(device), labels.to(device)
+                outputs = model(inputs)
+                if self.metric == "accuracy":
+                    correct += int((outputs.argmax(dim=1) == labels).sum())
+                else:
+                    loss_sum += float(self.loss_fn(outputs, labels)) * len(labels)
+                count += len(labels)
+        model.train(was_training)
+        if count == 0:
+            return float("nan")
+        return correct / count if self.metric == "accuracy" else loss_sum / count
+
+    def __call__(self, trial: SplitTrial) -> None:
+        """Train split ``trial.split``, reporting the validation metric every epoch."""
+        model = self.build_model(trial.split, trial.device)
+        optimizer = self.optimizer_fn(model.parameters())
+        scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn else None
+        for epoch in range(trial.restore(model, optimizer, scheduler), self.epochs):
+            generator = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, trial.split, epoch]).generate_state(1)[0])
+            )
+            self.train_epoch(model, optimizer, trial.train_indices, generator)
+            if scheduler is not None:
+                scheduler.step()
+            value = self.evaluate(model, trial.valid_indices)
+            trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)

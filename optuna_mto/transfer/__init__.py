@@ -1,0 +1,53 @@
+"""Transfer managers: when and how splits exchange weights.
+
+Pick one the way you pick an Optuna sampler and pass it to
+``optuna_mto.create_study(transfer=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
+from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
+from optuna_mto.transfer._selection import (
+    is_better,
+    select_best,
+    select_tournament,
+    select_uniform,
+)
+
+__all__ = [
+    "BaseTransferManager",
+    "Candidate",
+    "GreedyTransfer",
+    "NoTransfer",
+    "TransferContext",
+    "from_params",
+    "is_better",
+    "select_best",
+    "select_tournament",
+    "select_uniform",
+]
+
+_BUILTIN: dict[str, type[BaseTransferManager]] = {
+    "GreedyTransfer": GreedyTransfer,
+    "NoTransfer": NoTransfer,
+}
+
+
+def from_params(params: dict[str, Any]) -> BaseTransferManager:
+    """Rebuild a built-in manager from its ``get_params()`` output.
+
+    Raises:
+        ValueError: For a custom manager class, which cannot be rebuilt by name:
+            pass the same instance to ``load_study(transfer=...)``.
+    """
+    params = dict(params)
+    name = params.pop("name", "GreedyTransfer")
+    if name not in _BUILTIN:
+        raise ValueError(
+            f"The study was created with the custom transfer manager {name!r}; pass an "
+            f"instance of it with the same parameters as load_study(..., transfer=...)."
+        )
+    return _BUILTIN[name](**params)

@@ -1,0 +1,98 @@
+"""The transfer manager contract: when to transfer, from whom, what to try, what to keep."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from optuna_mto.transfer._selection import is_better
+
+__all__ = ["BaseTransferManager", "Candidate", "TransferContext"]
+
+#: A candidate state: a label for the event log, and the state to try.
+Candidate = tuple[str, dict[str, Any]]
+
+
+class TransferContext:
+    """What a manager may look at when deciding a transfer (read-only).
+
+    Attributes:
+        receiver: The receiving split's index.
+        step: The report step.
+        fitness: The receiver's own validation score at this step.
+        direction: ``"maximize"`` or ``"minimize"``.
+        others: Latest published fitness of every other split, by split index.
+        rng: Generator seeded from (study seed, receiver, step): replayable.
+    """
+
+    def __init__(
+        self,
+        receiver: int,
+        step: int,
+        fitness: float,
+        direction: str,
+        others: Mapping[int, float],
+        rng: np.random.Generator,
+    ) -> None:
+        self.receiver = receiver
+        self.step = step
+        self.fitness = fitness
+        self.direction = direction
+        self.others = others
+        self.rng = rng
+
+
+class BaseTransferManager(abc.ABC):
+    """Decides knowledge transfer between splits, like a sampler decides parameters.
+
+    A manager is consulted by every split at every report step. It must be cheap,
+    seeded and side-effect free: all it sees is a :class:`TransferContext` built
+    from the K latest records (one storage read), and all it returns are decisions.
+    The trial does the I/O (loading the donor's checkpoint, scoring candidates on the
+    receiver's own validation set, applying or discarding them).
+
+    Subclasses implement :meth:`choose_donor`; they may override :meth:`candidates`
+    (the transfer operator) and :meth:`accept` (the acceptance rule), and must
+    return their constructor arguments from :meth:`get_params` so that every worker
+    of a study rebuilds the same manager.
+    """
+
+    def __init__(self, *, interval: int = 1, warmup: int = 1) -> None:
+        for name, value, low in (("interval", interval, 1), ("warmup", warmup, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, but got {name}={value!r}.")
+        self.interval = interval
+        self.warmup = warmup
+
+    @property
+    def enabled(self) -> bool:
+        """False for managers that never transfer."""
+        return True
+
+    def should_transfer(self, step: int) -> bool:
+        """Return True at the report steps where a transfer is considered.
+
+        Steps ``warmup, warmup + interval, warmup + 2 * interval, ...``.
+        """
+        return self.enabled and step >= self.warmup and (step - self.warmup) % self.interval == 0
+
+    @abc.abstractmethod
+    def choose_donor(self, context: TransferContext) -> int | None:
+        """Return the split to pull weights from, or None to skip this step."""
+
+    def candidates(
+        self, own: dict[str, Any], donor: dict[str, Any], context: TransferContext
+    ) -> Iterator[Candidate]:
+        """Yield the states to try on the receiver (default: the donor's state, whole)."""
+        yield "copy", donor
+
+    def accept(self, before: float, after: float, direction: str) -> bool:
+        """Return True to keep a candidate scoring ``after`` over the own ``before``."""
+        return is_better(after, before, direction)
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the JSON-serialisable constructor arguments, with the class name."""
+        return {"name": type(self).__name__, "interval": self.interval, "warmup": self.warmup}

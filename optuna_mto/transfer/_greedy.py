@@ -1,0 +1,109 @@
+"""The default strategy: copy the weights of a better split, keep them if they help."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
+from optuna_mto.transfer._selection import (
+    is_better,
+    select_best,
+    select_tournament,
+    select_uniform,
+)
+
+__all__ = ["GreedyTransfer", "NoTransfer"]
+
+_DONOR_RULES = ("best", "tournament", "uniform")
+
+
+class GreedyTransfer(BaseTransferManager):
+    """Greedy knowledge transfer between splits (the paper's basic MTO step).
+
+    At every ``interval``-th report step after ``warmup``, the receiver picks a donor
+    among the other splits by their latest published fitness, copies the donor's
+    weights (and optimizer state), scores that candidate on its own validation set,
+    and keeps it only if it beats its own score.
+
+    Args:
+        interval: Report steps between transfer attempts.
+        warmup: First report step at which a transfer is attempted.
+        donor: ``"best"`` (other split with the best latest fitness),
+            ``"tournament"`` (best of ``tournament_size`` drawn at random) or
+            ``"uniform"`` (any other split at random).
+        only_better: Skip the attempt unless the donor's published fitness beats the
+            receiver's own (saves an evaluation when no donor looks better).
+        copy_optimizer: Also take the donor's optimizer (and LR scheduler) state.
+        tournament_size: Number of splits drawn by the ``"tournament"`` rule.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: int = 1,
+        warmup: int = 1,
+        donor: str = "best",
+        only_better: bool = True,
+        copy_optimizer: bool = True,
+        tournament_size: int = 2,
+    ) -> None:
+        super().__init__(interval=interval, warmup=warmup)
+        if donor not in _DONOR_RULES:
+            raise ValueError(f"donor must be one of {_DONOR_RULES}, but got donor={donor!r}.")
+        if isinstance(tournament_size, bool) or not isinstance(tournament_size, int):
+            raise ValueError(f"tournament_size must be an integer >= 1, got {tournament_size!r}.")
+        if tournament_size < 1:
+            raise ValueError(f"tournament_size must be an integer >= 1, got {tournament_size!r}.")
+        self.donor = donor
+        self.only_better = bool(only_better)
+        self.copy_optimizer = bool(copy_optimizer)
+        self.tournament_size = tournament_size
+
+    def choose_donor(self, context: TransferContext) -> int | None:
+        """Pick a donor by the configured rule; None if none qualifies."""
+        others = context.others
+        if self.donor == "best":
+            donor = select_best(others, context.direction)
+        elif self.donor == "tournament":
+            donor = select_tournament(others, context.direction, context.rng, self.tournament_size)
+        else:
+            donor = select_uniform(others, context.rng)
+        if donor is None:
+            return None
+        if self.only_better and not is_better(others[donor], context.fitness, context.direction):
+            return None
+        return donor
+
+    def candidates(
+        self, own: dict[str, Any], donor: dict[str, Any], context: TransferContext
+    ) -> Iterator[Candidate]:
+        """Yield the donor's state; with ``copy_optimizer=False`` keep the own optimizer."""
+        if self.copy_optimizer:
+            yield "copy", donor
+        else:
+            keep = {k: v for k, v in own.items() if k != "model"}
+            yield "copy-weights", {**keep, "model": donor["model"]}
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the constructor arguments."""
+        return {
+            **super().get_params(),
+            "donor": self.donor,
+            "only_better": self.only_better,
+            "copy_optimizer": self.copy_optimizer,
+            "tournament_size": self.tournament_size,
+        }
+
+
+class NoTransfer(BaseTransferManager):
+    """Independent training: splits publish checkpoints but never pull weights."""
+
+    @property
+    def enabled(self) -> bool:
+        """Always False."""
+        return False
+
+    def choose_donor(self, context: TransferContext) -> int | None:
+        """Never choose a donor."""
+        return None

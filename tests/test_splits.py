@@ -1,0 +1,428 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optuna_mto._splits import (
+    BaseSplitter,
+    KFoldSplitter,
+    RandomSplitter,
+    StratifiedSplitter,
+    dataset_fingerprint,
+    make_splitter,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KINDS = ["random", "kfold", "stratified"]
+SIZES = [2, 3, 5, 10, 37, 100, 1001]
+
+
+def _targets(n: int, n_classes: int = 3) -> np.ndarray:
+    # Imbalanced but every class has >= 1 sample when n >= n_classes.
+    return np.random.default_rng(1234).integers(0, n_classes, size=n)
+
+
+def _check_invariants(train: np.ndarray, valid: np.ndarray, n: int) -> None:
+    assert isinstance(train, np.ndarray) and isinstance(valid, np.ndarray)
+    assert train.dtype == np.int64 and valid.dtype == np.int64
+    assert train.ndim == 1 and valid.ndim == 1
+    assert train.size > 0 and valid.size > 0
+    assert np.all(np.diff(train) > 0), "train not strictly sorted"
+    assert np.all(np.diff(valid) > 0), "valid not strictly sorted"
+    assert np.intersect1d(train, valid).size == 0, "train and valid overlap"
+    np.testing.assert_array_equal(np.union1d(train, valid), np.arange(n))
+    assert train.size + valid.size == n
+
+
+def _digest(train: np.ndarray, valid: np.ndarray) -> str:
+    return hashlib.sha256(train.tobytes() + b"|" + valid.tobytes()).hexdigest()
+
+
+def _run_in_subprocess(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "random"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+# ----------------------------------------------------------------------------- invariants
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", SIZES)
+def test_invariants_every_kind_and_size(kind: str, n: int) -> None:
+    n_splits = 2 if kind == "kfold" else 3
+    splitter = make_splitter(kind, n_splits, validation_fraction=0.3, seed=7)
+    targets = _targets(n, n_classes=2) if kind == "stratified" else None
+    if kind == "stratified" and np.bincount(targets).max() < 2:
+        targets = np.array([0] * n)
+    for k in range(n_splits):
+        train, valid = splitter.split(n, k, targets)
+        _check_invariants(train, valid, n)
+
+
+def test_numpy_integer_arguments_are_accepted() -> None:
+    splitter = RandomSplitter(np.int64(2), validation_fraction=np.float32(0.25), seed=np.int32(3))
+    train, valid = splitter.split(np.int64(20), np.int64(1))
+    _check_invariants(train, valid, 20)
+    assert json.loads(json.dumps(splitter.get_params())) == splitter.get_params()
+
+
+# ----------------------------------------------------------------------------- random
+
+
+def test_random_validation_size_and_determinism() -> None:
+    splitter = RandomSplitter(4, validation_fraction=0.2, seed=0)
+    train, valid = splitter.split(101, 2)
+    assert valid.size == max(1, round(101 * 0.2))
+    again = RandomSplitter(4, validation_fraction=0.2, seed=0).split(101, 2)
+    np.testing.assert_array_equal(train, again[0])
+    np.testing.assert_array_equal(valid, again[1])
+
+
+def test_random_minimum_one_validation_sample() -> None:
+    _, valid = RandomSplitter(1, validation_fraction=0.01, seed=0).split(10, 0)
+    assert valid.size == 1
+
+
+def test_random_split_indices_differ() -> None:
+    splitter = RandomSplitter(5, validation_fraction=0.2, seed=0)
+    valids = [tuple(splitter.split(200, k)[1]) for k in range(5)]
+    assert len(set(valids)) == 5
+
+
+def test_random_seed_changes_split() -> None:
+    a = RandomSplitter(2, seed=0).split(200, 0)[1]
+    b = RandomSplitter(2, seed=1).split(200, 0)[1]
+    assert not np.array_equal(a, b)
+
+
+def test_random_targets_length_is_checked_but_optional() -> None:
+    splitter = RandomSplitter(2)
+    _check_invariants(*splitter.split(10, 0, list(range(10))), 10)
+    with pytest.raises(ValueError, match=r"targets must be a 1-D .*n_samples=10"):
+        splitter.split(10, 0, [0, 1, 2])
+
+
+def test_random_does_not_touch_global_random_state() -> None:
+    np.random.seed(0)
+    expected = np.random.random()
+    np.random.seed(0)
+    RandomSplitter(3).split(50, 1)
+    StratifiedSplitter(3).split(50, 1, _targets(50))
+    KFoldSplitter(3).split(50, 1)
+    assert np.random.random() == expected
+
+
+# ----------------------------------------------------------------------------- k-fold
+
+
+@pytest.mark.parametrize("n, k", [(2, 2), (10, 3), (11, 5), (100, 10), (7, 7)])
+def test_kfold_folds_partition_the_data(n: int, k: int) -> None:
+    splitter = KFoldSplitter(k, seed=3)
+    valids = [splitter.split(n, i)[1] for i in range(k)]
+    all_valid = np.concatenate(valids)
+    assert all_valid.size == n, "folds overlap"
+    np.testing.assert_array_equal(np.sort(all_valid), np.arange(n))
+    sizes = [v.size for v in valids]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_kfold_ignores_validation_fraction() -> None:
+    a = KFoldSplitter(4, validation_fraction=0.1, seed=5)
+    b = KFoldSplitter(4, validation_fraction=0.9, seed=5)
+    for i in range(4):
+        np.testing.assert_array_equal(a.split(40, i)[1], b.split(40, i)[1])
+    assert a.split(40, 0)[1].size == 10
+
+
+def test_kfold_seed_changes_folds() -> None:
+    a = KFoldSplitter(2, seed=0).split(100, 0)[1]
+    b = KFoldSplitter(2, seed=1).split(100, 0)[1]
+    assert not np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- stratified
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5, 0.75, 0.9])
+def test_stratified_keeps_class_proportions(fraction: float) -> None:
+    targets = np.array([0] * 50 + [1] * 30 + [2] * 7 + [3] * 2 + [4] * 1 + [5] * 13)
+    perm = np.random.default_rng(0).permutation(targets.size)
+    targets = targets[perm]
+    splitter = StratifiedSplitter(3, validation_fraction=fraction, seed=11)
+    for k in range(3):
+        train, valid = splitter.split(targets.size, k, targets)
+        _check_invariants(train, valid, targets.size)
+        for c in np.unique(targets):
+            count = int(np.sum(targets == c))
+            n_valid_c = int(np.sum(targets[valid] == c))
+            assert abs(n_valid_c - count * fraction) <= 1.0
+            if count >= 2:
+                assert 1 <= n_valid_c <= count - 1
+            else:
+                assert n_valid_c == 0
+
+
+def test_stratified_split_indices_differ() -> None:
+    targets = _targets(300)
+    splitter = StratifiedSplitter(5, validation_fraction=0.2, seed=0)
+    valids = [tuple(splitter.split(300, k, targets)[1]) for k in range(5)]
+    assert len(set(valids)) == 5
+
+
+def test_stratified_accepts_lists_strings_and_tensors() -> None:
+    labels = ["cat", "dog"] * 10
+    train, valid = StratifiedSplitter(2).split(20, 0, labels)
+    _check_invariants(train, valid, 20)
+    as_ints = StratifiedSplitter(2).split(20, 0, [0, 1] * 10)
+    np.testing.assert_array_equal(valid, as_ints[1])
+    torch = pytest.importorskip("torch")
+    from_tensor = StratifiedSplitter(2).split(20, 0, torch.tensor([0, 1] * 10))
+    np.testing.assert_array_equal(valid, from_tensor[1])
+
+
+def test_stratified_requires_targets() -> None:
+    with pytest.raises(ValueError, match=r"requires targets .*targets=None"):
+        StratifiedSplitter(2).split(10, 0)
+
+
+def test_stratified_targets_length_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"length n_samples=10.*\(9,\)"):
+        StratifiedSplitter(2).split(10, 0, [0, 1] * 4 + [0])
+
+
+def test_stratified_all_singleton_classes() -> None:
+    with pytest.raises(ValueError, match=r"every class has a single sample"):
+        StratifiedSplitter(2).split(5, 0, [0, 1, 2, 3, 4])
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_splits_identical_in_subprocess() -> None:
+    cases = [
+        (kind, seed, k, n) for kind in KINDS for seed in (0, 42) for k in (0, 2) for n in (10, 257)
+    ]
+    code = (
+        "import hashlib, json, numpy as np\n"
+        "from optuna_mto._splits import make_splitter\n"
+        f"cases = {cases!r}\n"
+        "out = []\n"
+        "for kind, seed, k, n in cases:\n"
+        "    t = np.random.default_rng(1234).integers(0, 3, size=n) "
+        "if kind == 'stratified' else None\n"
+        "    tr, va = make_splitter(kind, 3, 0.25, seed).split(n, k, t)\n"
+        "    out.append(hashlib.sha256(tr.tobytes() + b'|' + va.tobytes()).hexdigest())\n"
+        "print(json.dumps(out))\n"
+    )
+    remote = json.loads(_run_in_subprocess(code))
+    local = []
+    for kind, seed, k, n in cases:
+        targets = _targets(n) if kind == "stratified" else None
+        local.append(_digest(*make_splitter(kind, 3, 0.25, seed).split(n, k, targets)))
+    assert remote == local
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("cls", [RandomSplitter, KFoldSplitter, StratifiedSplitter])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"n_splits": 0}, r"n_splits must be an integer >= 1, but got n_splits=0"),
+        ({"n_splits": -3}, r"n_splits must be an integer >= 1, but got n_splits=-3"),
+        ({"n_splits": 2.0}, r"n_splits must be an integer >= 1, but got n_splits=2\.0"),
+        ({"n_splits": True}, r"n_splits must be an integer >= 1, but got n_splits=True"),
+        ({"validation_fraction": 0.0}, r"\(0, 1\), but got validation_fraction=0\.0"),
+        ({"validation_fraction": 1.0}, r"\(0, 1\), but got validation_fraction=1\.0"),
+        ({"validation_fraction": -0.1}, r"\(0, 1\), but got validation_fraction=-0\.1"),
+        ({"validation_fraction": float("nan")}, r"\(0, 1\), but got validation_fraction=nan"),
+        ({"validation_fraction": "0.2"}, r"\(0, 1\), but got validation_fraction='0\.2'"),
+        ({"validation_fraction": True}, r"\(0, 1\), but got validation_fraction=True"),
+        ({"seed": -1}, r"seed must be an integer >= 0, but got seed=-1"),
+        ({"seed": 1.5}, r"seed must be an integer >= 0, but got seed=1\.5"),
+        ({"seed": None}, r"seed must be an integer >= 0, but got seed=None"),
+    ],
+)
+def test_init_validation(cls: type[BaseSplitter], kwargs: dict, pattern: str) -> None:
+    params = {"n_splits": 3, "validation_fraction": 0.2, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=pattern):
+        cls(**params)
+
+
+def test_kfold_needs_two_splits() -> None:
+    with pytest.raises(ValueError, match=r"KFoldSplitter needs n_splits >= 2, but got n_splits=1"):
+        KFoldSplitter(1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split_index", [-1, 3, 10, 1.0, True, None])
+def test_split_index_out_of_range(kind: str, split_index: object) -> None:
+    splitter = make_splitter(kind, 3)
+    with pytest.raises(ValueError, match=r"split_index must be an integer in \[0, n_splits\) = "):
+        splitter.split(20, split_index, _targets(20))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"split_index={split_index!r}"):
+        splitter.split(20, split_index, _targets(20))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n_samples", [1, 0, -5, 10.0, True, None])
+def test_n_samples_invalid(kind: str, n_samples: object) -> None:
+    splitter = make_splitter(kind, 2)
+    with pytest.raises(ValueError, match=r"n_samples must be an integer >= 2, but got n_samples="):
+        splitter.split(n_samples, 0)  # type: ignore[arg-type]
+
+
+def test_random_too_small_dataset() -> None:
+    with pytest.raises(ValueError, match=r"Reduce validation_fraction or use a larger dataset"):
+        RandomSplitter(1, validation_fraction=0.9).split(3, 0)
+    with pytest.raises(ValueError, match=r"leaves no training samples out of n_samples=2"):
+        RandomSplitter(1, validation_fraction=0.8).split(2, 0)
+
+
+def test_kfold_too_small_dataset() -> None:
+    with pytest.raises(ValueError, match=r"n_samples=4 and n_splits=5\. Reduce n_splits"):
+        KFoldSplitter(5).split(4, 0)
+
+
+# ----------------------------------------------------------------------------- make_splitter
+
+
+@pytest.mark.parametrize(
+    "kind, cls",
+    [("random", RandomSplitter), ("kfold", KFoldSplitter), ("stratified", StratifiedSplitter)],
+)
+def test_make_splitter_and_get_params_round_trip(kind: str, cls: type[BaseSplitter]) -> None:
+    splitter = make_splitter(kind, 4, validation_fraction=0.3, seed=9)
+    assert type(splitter) is cls
+    assert splitter.kind == kind
+    params = splitter.get_params()
+    assert params == {"kind": kind, "n_splits": 4, "validation_fraction": 0.3, "seed": 9}
+    assert json.loads(json.dumps(params)) == params
+    rebuilt = make_splitter(**params)
+    assert rebuilt.get_params() == params
+    targets = _targets(50)
+    np.testing.assert_array_equal(
+        splitter.split(50, 1, targets)[1], rebuilt.split(50, 1, targets)[1]
+    )
+    assert repr(splitter) == f"{cls.__name__}(n_splits=4, validation_fraction=0.3, seed=9)"
+
+
+@pytest.mark.parametrize("kind", ["Random", "k-fold", "", None, 3])
+def test_make_splitter_unknown_kind(kind: object) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"kind must be one of \['kfold', 'random', 'stratified'\], but got kind={kind!r}",
+    ):
+        make_splitter(kind, 3)  # type: ignore[arg-type]
+
+
+def test_base_splitter_is_abstract() -> None:
+    with pytest.raises(TypeError):
+        BaseSplitter(2)  # type: ignore[abstract]
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def test_fingerprint_format_and_stability() -> None:
+    fp = dataset_fingerprint(10)
+    assert len(fp) == 16 and all(ch in "0123456789abcdef" for ch in fp)
+    assert dataset_fingerprint(10) == fp
+
+
+def test_fingerprint_differs_by_size_labels_and_contents() -> None:
+    data = np.arange(200, dtype=np.float32).reshape(100, 2)
+    labels = np.arange(100) % 3
+    base = dataset_fingerprint(100, labels, data)
+    other_labels = labels.copy()
+    other_labels[17] = (other_labels[17] + 1) % 3
+    other_data = data.copy()
+    other_data[99, 1] += 0.5  # the last row is always sampled
+    sampled_row_data = np.arange(200 * 3, dtype=np.float64).reshape(200, 3)
+    fingerprints = {
+        base,
+        dataset_fingerprint(100),
+        dataset_fingerprint(101),
+        dataset_fingerprint(100, labels),
+        dataset_fingerprint(100, other_labels, data),
+        dataset_fingerprint(100, labels, other_data),
+        dataset_fingerprint(100, labels, data * 2),
+        dataset_fingerprint(100, labels, data.reshape(100, 2, 1)),
+        dataset_fingerprint(200, None, sampled_row_data),
+        dataset_fingerprint(200, None, sampled_row_data + 1e-3),
+    }
+    assert len(fingerprints) == 10
+
+
+def test_fingerprint_normalises_types() -> None:
+    data = np.arange(30, dtype=np.float64).reshape(10, 3) / 8  # exact in float32 too
+    labels = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    fp = dataset_fingerprint(10, labels, data)
+    assert dataset_fingerprint(10, np.array(labels, dtype=np.int32), data) == fp
+    assert dataset_fingerprint(10, labels, data.astype(np.float32)) == fp
+    assert dataset_fingerprint(10, labels, list(data)) == fp
+    assert dataset_fingerprint(10, labels, data + 1e-9) == fp  # rounded to 6 decimals
+    assert dataset_fingerprint(2, None, np.array([[0.0], [-0.0]])) == dataset_fingerprint(
+        2, None, np.zeros((2, 1))
+    )
+
+
+def test_fingerprint_accepts_torch_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    data = np.random.default_rng(0).normal(size=(80, 4)).astype(np.float32)
+    labels = np.arange(80) % 5
+    fp = dataset_fingerprint(80, labels, data)
+    t_data = torch.from_numpy(data).requires_grad_(True)
+    assert dataset_fingerprint(80, torch.from_numpy(labels), t_data) == fp
+    bf16 = torch.from_numpy(data).to(torch.bfloat16)
+    assert len(dataset_fingerprint(80, labels, bf16)) == 16
+
+
+def test_fingerprint_string_labels() -> None:
+    assert dataset_fingerprint(3, ["a", "b", "c"]) != dataset_fingerprint(3, ["a", "b", "d"])
+
+
+def test_fingerprint_identical_in_subprocess() -> None:
+    code = (
+        "import numpy as np\n"
+        "from optuna_mto._splits import dataset_fingerprint\n"
+        "d = np.random.default_rng(5).normal(size=(500, 3, 2)).astype(np.float32)\n"
+        "print(dataset_fingerprint(500, np.arange(500) % 7, d))\n"
+    )
+    data = np.random.default_rng(5).normal(size=(500, 3, 2)).astype(np.float32)
+    assert _run_in_subprocess(code) == dataset_fingerprint(500, np.arange(500) % 7, data)
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        ((-1,), r"n_samples must be an integer >= 0, but got n_samples=-1"),
+        ((3.0,), r"n_samples must be an integer >= 0, but got n_samples=3\.0"),
+        ((3, [0, 1]), r"length n_samples=3\), but got shape \(2,\)"),
+        ((3, 5), r"length n_samples=3\), but got shape \(\)"),
+        ((3, None, np.zeros((4, 2))), r"n_samples=3\), but got len\(data\)=4"),
+    ],
+)
+def test_fingerprint_validation(args: tuple, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        dataset_fingerprint(*args)
+
+
+def test_fingerprint_non_numeric_data() -> None:
+    with pytest.raises(TypeError, match=r"data rows must be numeric"):
+        dataset_fingerprint(2, None, np.array([["a"], ["b"]]))
