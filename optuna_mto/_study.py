@@ -225,7 +225,8 @@ class MTOStudy:
             executor: ``"auto"``, ``"thread"`` or ``"process"`` (one spawned process
                 per worker; needs a picklable objective).
             devices: Devices to spread workers over; default: one GPU each, or CPU.
-            timeout: Stop claiming new splits after this many seconds.
+            timeout: Claim no new split once this many seconds have passed (a running
+                split is never interrupted; each worker runs at least one split).
         """
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
@@ -351,11 +352,13 @@ class MTOStudy:
             evaluate=evaluate,
         )
         worker = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        while deadline is None or time.monotonic() < deadline:
+        while True:
             claim = self._claim(worker)
             if claim is None:
                 return
             self._run_split(shared, objective, *claim, device=device)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
 
     def _claim(self, worker: str) -> tuple[int, int, SplitClaim | None] | None:
         with warnings.catch_warnings():

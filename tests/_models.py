@@ -1,0 +1,26 @@
+"""Tiny module-level models and objectives (picklable, so process workers can use them)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import optuna_mto
+
+
+def tiny_mlp() -> nn.Module:
+    """A 64-16-10 MLP for sklearn digits."""
+    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def adam_fast(params) -> torch.optim.Optimizer:
+    """Adam with a learning rate that learns digits in a few epochs."""
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+def digits_trainer(
+    x: torch.Tensor, y: torch.Tensor, epochs: int = 3, **kwargs
+) -> optuna_mto.SupervisedTrainer:
+    """A fast trainer on sklearn digits."""
+    kwargs.setdefault("optimizer_fn", adam_fast)
+    return optuna_mto.SupervisedTrainer(tiny_mlp, (x, y), epochs=epochs, batch_size=64, **kwargs)
