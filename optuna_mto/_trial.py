@@ -493,8 +493,16 @@ class SplitTrial:
         if self._model is None or self._best is None:
             return None
         best_fitness, best_step, best_ref = self._best
-        state = self._shared.store.load(best_ref, map_location=self._device)
-        self._apply(state)
+        try:
+            self._apply(self._shared.store.load(best_ref, map_location=self._device))
+        except CheckpointError as err:
+            # Keep the weights in memory and make them the exported best, loadable again.
+            _logger.warning("Split %d: best checkpoint unusable (%s); using the current "
+                            "weights instead.", self._split, err)  # fmt: skip
+            state = self._capture()
+            best_ref = self._shared.store.save(state, name=f"{self._shared.study_name}-split"
+                                               f"{self._split}-final")  # fmt: skip
+            self._best = (best_fitness, best_step, best_ref)
         scores = None
         if self._shared.evaluate is not None:
             scores = [

@@ -1,0 +1,91 @@
+"""SplitTrial.report: storage cost per step, checkpoint retention, bad donors, resume."""
+
+from __future__ import annotations
+
+import sqlalchemy
+import torch
+from _models import tiny_mlp
+
+import optuna_mto
+from optuna_mto._storage import get_engine
+from optuna_mto.transfer import GreedyTransfer, NoTransfer
+
+
+def _constant_evaluate(model, indices) -> float:
+    return 0.5
+
+
+def test_sql_statements_per_report_do_not_grow_with_steps(storage_url, study_name):
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=storage_url, n_splits=2, heartbeat_interval=None
+    )
+    engine = get_engine(study.study._storage)
+    counts: dict[int, int] = {}
+
+    def objective(trial):
+        model = tiny_mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if trial.split == 0:  # a weak donor that never tempts split 1
+            for step in range(3):
+                trial.report(0.1, step, model=model, optimizer=opt)
+            return
+        for step in range(201):
+            statements = []
+
+            def count(conn, cursor, statement, *args, _s=statements):
+                _s.append(statement)
+
+            sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+            try:
+                trial.report(0.9, step, model=model, optimizer=opt)
+            finally:
+                sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+            counts[step] = len(statements)
+
+    study.optimize(objective, dataset=100, evaluate=_constant_evaluate)
+    assert counts[10] == counts[200]
+    assert counts[10] <= 20  # intermediate value + board read + board write, O(1) each
+
+
+def test_checkpoints_on_disk_stay_bounded(study_name, tmp_path):
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
+
+    def objective(trial):
+        model = tiny_mlp()
+        for step in range(12):
+            # Improving then worsening scores: best, previous and latest are all distinct.
+            value = step / 10 if step < 6 else 0.45 - step / 100
+            trial.report(value, step, model=model)
+
+    study.optimize(objective, dataset=100, evaluate=_constant_evaluate)
+    files = list((tmp_path / "home" / "artifacts" / study_name).iterdir())
+    assert 0 < len(files) <= 3 * 2
+    for record in study.records().values():
+        assert record.best_step == 5
+        for ref in (record.checkpoint, record.previous_checkpoint, record.best_checkpoint):
+            study.checkpoint_store.load(ref)  # every published reference is loadable
+
+
+def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(study_name, tmp_path):
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=GreedyTransfer(warmup=0)
+    )
+    store_dir = tmp_path / "home" / "artifacts" / study_name
+    results = []
+
+    def objective(trial):
+        model = tiny_mlp()
+        if trial.split == 0:
+            trial.report(0.9, 0, model=model)
+            return
+        for path in store_dir.iterdir():  # damage finished split 0's only checkpoint
+            path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+        for step in range(2):
+            results.append(trial.report(0.1, step, model=model))
+
+    study.optimize(objective, dataset=100, evaluate=_constant_evaluate)
+    event = results[0].transfer
+    assert event is not None and not event.accepted
+    assert "checksum" in event.reason
+    assert results[1].transfer is None  # the same bad checkpoint is not tried twice
+    assert study.summary().complete
