@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from optuna_mto._board import Blackboard, records_from_attrs
 from optuna_mto._claims import ClaimTable, SplitClaim, plan_next_claim
 from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import DatasetMismatchError
+from optuna_mto._retry import retry_transient
 from optuna_mto._splits import dataset_fingerprint, make_splitter
 from optuna_mto._storage import default_home, get_engine, open_storage, storage_url
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
@@ -311,10 +313,15 @@ class MTOStudy:
             for proc in procs:
                 proc.join()
         except BaseException:
+            # Ctrl-C reached the workers too: give them time to mark their trials FAIL
+            # (so the next run resumes them), then stop the stragglers with SIGTERM,
+            # which they handle the same way.
+            deadline = time.monotonic() + 15
+            for proc in procs:
+                proc.join(timeout=max(0.0, deadline - time.monotonic()))
             for proc in procs:
                 if proc.is_alive():
                     proc.terminate()
-            for proc in procs:
                 proc.join()
             raise
         failed = [p for p in procs if p.exitcode != 0]
@@ -356,28 +363,44 @@ class MTOStudy:
             claim = self._claim(worker)
             if claim is None:
                 return
-            self._run_split(shared, objective, *claim, device=device)
+            self._run_split(shared, objective, *claim, device=device, worker=worker)
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
     def _claim(self, worker: str) -> tuple[int, int, SplitClaim | None] | None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
-        latest = self._claims.latest()
+        """Claim the next split to run; None once every split is finished or given up.
+
+        With heartbeats on, a worker that finds nothing to claim while other splits
+        are still running waits for them: if their worker died, their heartbeat goes
+        stale, they are marked failed, and this worker resumes them.
+        """
+        heartbeat_s = self._open_kwargs.get("heartbeat_interval")
+        orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
         backend = getattr(self.study._storage, "_backend", self.study._storage)
-        states = {
-            c.trial_id: backend.get_trial(c.trial_id).state
-            for c in latest.values()
-            if c.trial_id is not None
-        }
-        grace = max(60, 2 * (self._open_kwargs.get("heartbeat_interval") or 30))
-        orphan_after = datetime.timedelta(seconds=grace)
-        plan = plan_next_claim(self.n_splits, latest, states, self.config.max_retries, orphan_after)
-        for split, attempt in plan:
-            if self._claims.try_claim(split, attempt, worker):
-                return split, attempt, latest.get(split)
-        return None
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry_transient(optuna.storages.fail_stale_trials, self.study)
+            latest = retry_transient(self._claims.latest)
+            states = {
+                c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
+                for c in latest.values()
+                if c.trial_id is not None
+            }
+            plan = plan_next_claim(
+                self.n_splits, latest, states, self.config.max_retries, orphan_after
+            )
+            for split, attempt in plan:
+                if retry_transient(self._claims.try_claim, split, attempt, worker):
+                    return split, attempt, latest.get(split)
+            running = [
+                c
+                for c in latest.values()
+                if c.trial_id is None or states[c.trial_id] == TrialState.RUNNING
+            ]
+            if not running or heartbeat_s is None:
+                return None
+            time.sleep(min(5.0, float(heartbeat_s)))
 
     def _run_split(
         self,
@@ -388,13 +411,16 @@ class MTOStudy:
         previous: SplitClaim | None,
         *,
         device: str,
+        worker: str,
     ) -> None:
         system_attrs: dict[str, Any] = {"mto:split": split, "mto:attempt": attempt}
         resume = None
-        if previous is not None and previous.trial_id is not None:
-            system_attrs["mto:retried_from"] = previous.trial_id
-            record = self._board.read().get(split)
-            if record is not None and record.trial_id == previous.trial_id:
+        if previous is not None:
+            if previous.trial_id is not None:
+                system_attrs["mto:retried_from"] = previous.trial_id
+            # The split's last record is from an earlier, failed attempt: resume from it.
+            record = retry_transient(self._board.read).get(split)
+            if record is not None and not record.finished:
                 resume = record
         template = FrozenTrial(
             number=-1,
@@ -404,14 +430,17 @@ class MTOStudy:
             datetime_complete=None,
             params={"split": split},
             distributions={"split": IntDistribution(0, max(self.n_splits - 1, 1))},
-            user_attrs={"split": split, "attempt": attempt, "device": device},
+            user_attrs={"split": split, "attempt": attempt, "device": device, "worker": worker},
             system_attrs=system_attrs,
             intermediate_values={},
             trial_id=-1,
         )
         storage = self.study._storage
-        trial_id = storage.create_new_trial(self.study._study_id, template_trial=template)
-        self._claims.attach_trial(split, attempt, trial_id)
+        # One transaction: a failed try leaves no half-made trial behind.
+        trial_id = retry_transient(
+            storage.create_new_trial, self.study._study_id, template_trial=template
+        )
+        retry_transient(self._claims.attach_trial, split, attempt, trial_id)
         trial = optuna.Trial(self.study, trial_id)
         split_trial = SplitTrial(shared, trial, split, attempt, device, resume_from=resume)
         _logger.info(
@@ -422,25 +451,27 @@ class MTOStudy:
                 returned = objective(split_trial)
                 scores = split_trial.finish()
             except BaseException as err:
-                storage.set_trial_system_attr(
-                    trial_id, "fail_reason", f"{type(err).__name__}: {err}"
-                )
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                reason = f"{type(err).__name__}: {err}"
+                retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                self._tell(trial, state=TrialState.FAIL)
                 raise
         if returned is not None:
-            trial.set_user_attr("objective_value", float(returned))
+            retry_transient(trial.set_user_attr, "objective_value", float(returned))
         if scores:
             value = float(np.mean(scores))
         elif returned is not None:
             value = float(returned)
         else:
-            storage.set_trial_system_attr(trial_id, "fail_reason", "no value")
-            self.study.tell(trial, state=TrialState.FAIL)
+            retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", "no value")
+            self._tell(trial, state=TrialState.FAIL)
             raise ValueError(
                 "The objective returned None and reported no model: return a value or call "
                 "trial.report(value, step, model=model) with an evaluate function."
             )
-        self.study.tell(trial, value)
+        self._tell(trial, values=value)
+
+    def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
+        retry_transient(self.study.tell, trial, skip_if_finished=True, **kwargs)
 
     # ------------------------------------------------------------------ results
     def summary(self) -> CrossSplitSummary:
@@ -505,6 +536,10 @@ class MTOStudy:
         return records_from_attrs(self.study._storage.get_study_system_attrs(self.study._study_id))
 
 
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _process_main(
     payload: dict[str, Any],
     objective: Callable[[SplitTrial], Any],
@@ -515,6 +550,7 @@ def _process_main(
     n_threads: int,
     timeout: float | None,
 ) -> None:
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     torch.set_num_threads(n_threads)
     logging.basicConfig(level=logging.INFO, format="%(processName)s %(levelname)s %(message)s")
     study = load_study(

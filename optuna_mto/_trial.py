@@ -16,6 +16,7 @@ import torch
 
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._errors import CheckpointError
+from optuna_mto._retry import retry_transient
 from optuna_mto.checkpoints import CheckpointRef, CheckpointStore
 from optuna_mto.transfer import BaseTransferManager, TransferContext, is_better
 
@@ -336,13 +337,16 @@ class SplitTrial:
         record = self._resume_from
         if record is None:
             return 0
-        for ref in (record.checkpoint, record.previous_checkpoint, record.best_checkpoint):
+        store = self._shared.store
+        candidates = (record.checkpoint, record.previous_checkpoint, record.best_checkpoint)
+        for ref in candidates:
             if ref is None:
                 continue
             try:
-                state = self._shared.store.load(ref, map_location=self._device)
+                state = retry_transient(store.load, ref, map_location=self._device)
             except CheckpointError as err:
                 _logger.warning("Split %d: cannot resume from %s: %s", self._split, ref, err)
+                self._trial.set_user_attr(f"bad_checkpoint:{ref.artifact_id}", str(err))
                 continue
             check_compatible(model.state_dict(), state["model"])
             self._apply(state)
@@ -351,10 +355,31 @@ class SplitTrial:
             step = int(state["step"])
             self._latest = ref
             self._best = (record.best_fitness, record.best_step, record.best_checkpoint)
+            if record.best_step > step:  # the best came later than what we resume from
+                self._best = (float(state["fitness"]), step, ref)
             self._last_step = step
+            self._carry_history(record.trial_id, step)
+            for other in candidates[:2]:
+                if other is not None and other not in (ref, self._best[2]):
+                    retry_transient(store.remove, other.artifact_id)
             _logger.info("Split %d resumes after step %d.", self._split, step)
             return step + 1
         return 0
+
+    def _carry_history(self, failed_trial_id: int, step: int) -> None:
+        """Copy the failed run's curve and transfer log up to ``step`` into this trial."""
+        storage = self._trial.storage
+        failed = retry_transient(storage.get_trial, failed_trial_id)
+        trial_id = self._trial._trial_id
+        for past_step, past_value in sorted(failed.intermediate_values.items()):
+            if past_step <= step:
+                retry_transient(storage.set_trial_intermediate_value, trial_id, past_step,
+                                past_value)  # fmt: skip
+        for key, value in failed.user_attrs.items():
+            if key.startswith(TRANSFER_ATTR_PREFIX) and int(key.split(":")[1]) <= step:
+                retry_transient(storage.set_trial_user_attr, trial_id, key, value)
+        retry_transient(storage.set_trial_system_attr, trial_id, "mto:resumed_from_step", step)
+        retry_transient(self._trial.set_user_attr, "resumed_from_step", step)
 
     # ------------------------------------------------------------------ report
     def report(
@@ -388,7 +413,7 @@ class SplitTrial:
                 f"step must increase from one report to the next, but got step={step} after "
                 f"step={self._last_step}."
             )
-        self._trial.report(value, step)
+        retry_transient(self._trial.report, value, step)
         self._last_step = step
         if model is None:
             return ReportResult(step, value, None, None)
@@ -403,7 +428,7 @@ class SplitTrial:
 
     def _try_transfer(self, step: int, value: float) -> TransferEvent | None:
         shared = self._shared
-        records = shared.board.read()
+        records = retry_transient(shared.board.read)
         others = {k: r.fitness for k, r in records.items() if k != self._split}
         rng = np.random.default_rng([shared.seed, self._split, step])
         context = TransferContext(self._split, step, value, shared.direction, others, rng)
@@ -422,7 +447,9 @@ class SplitTrial:
             )  # fmt: skip
 
         try:
-            donor_state = shared.store.load(record.checkpoint, map_location=self._device)
+            donor_state = retry_transient(
+                shared.store.load, record.checkpoint, map_location=self._device
+            )
         except CheckpointError as err:
             _logger.warning("Split %d skips donor split %d: %s", self._split, donor, err)
             return self._record(event("none", math.nan, False, f"bad checkpoint: {err}"))
@@ -442,24 +469,26 @@ class SplitTrial:
         return self._record(event(best[0], best[1], accepted))
 
     def _record(self, event: TransferEvent) -> TransferEvent:
-        self._trial.set_user_attr(f"{TRANSFER_ATTR_PREFIX}{event.step:06d}", event.to_dict())
+        key = f"{TRANSFER_ATTR_PREFIX}{event.step:06d}"
+        retry_transient(self._trial.set_user_attr, key, event.to_dict())
         return event
 
     def _checkpoint(self, step: int, fitness: float) -> CheckpointRef:
         shared = self._shared
         state = self._capture()
         state.update(step=step, fitness=fitness, rng=_rng_state())
-        ref = shared.store.save(state, name=f"{shared.study_name}-split{self._split}-s{step}")
+        name = f"{shared.study_name}-split{self._split}-s{step}"
+        ref = retry_transient(shared.store.save, state, name=name)
         stale = self._previous
         self._previous, self._latest = self._latest, ref
         if self._best is None or is_better(fitness, self._best[0], shared.direction):
             if self._best is not None:
                 stale_best = self._best[2]
                 if stale_best not in (self._previous, self._latest):
-                    shared.store.remove(stale_best.artifact_id)
+                    retry_transient(shared.store.remove, stale_best.artifact_id)
             self._best = (fitness, step, ref)
         if stale is not None and stale not in (self._best[2], self._previous, self._latest):
-            shared.store.remove(stale.artifact_id)
+            retry_transient(shared.store.remove, stale.artifact_id)
         self._publish(step, fitness, finished=False)
         return ref
 
@@ -478,7 +507,7 @@ class SplitTrial:
             best_checkpoint=self._best[2],
             finished=finished,
         )
-        self._shared.board.publish(record)
+        retry_transient(self._shared.board.publish, record)
 
     # ------------------------------------------------------------------ end of split
     def finish(self) -> list[float] | None:
@@ -493,15 +522,16 @@ class SplitTrial:
         if self._model is None or self._best is None:
             return None
         best_fitness, best_step, best_ref = self._best
+        store = self._shared.store
         try:
-            self._apply(self._shared.store.load(best_ref, map_location=self._device))
+            self._apply(retry_transient(store.load, best_ref, map_location=self._device))
         except CheckpointError as err:
             # Keep the weights in memory and make them the exported best, loadable again.
             _logger.warning("Split %d: best checkpoint unusable (%s); using the current "
                             "weights instead.", self._split, err)  # fmt: skip
             state = self._capture()
-            best_ref = self._shared.store.save(state, name=f"{self._shared.study_name}-split"
-                                               f"{self._split}-final")  # fmt: skip
+            name = f"{self._shared.study_name}-split{self._split}-final"
+            best_ref = retry_transient(store.save, state, name=name)
             self._best = (best_fitness, best_step, best_ref)
         scores = None
         if self._shared.evaluate is not None:
@@ -509,16 +539,13 @@ class SplitTrial:
                 self.evaluate(self._model, self.split_indices(j)[1])
                 for j in range(self._shared.n_splits)
             ]
-        self._trial.storage.set_trial_system_attr(
-            self._trial._trial_id,
-            "mto:best",
-            {"fitness": best_fitness, "step": best_step, "checkpoint": best_ref.to_dict()},
-        )
+        storage, trial_id = self._trial.storage, self._trial._trial_id
+        best = {"fitness": best_fitness, "step": best_step, "checkpoint": best_ref.to_dict()}
+        retry_transient(storage.set_trial_system_attr, trial_id, "mto:best", best)
         if scores is not None:
-            self._trial.storage.set_trial_system_attr(
-                self._trial._trial_id, "mto:cross_scores", scores
-            )
-            self._trial.set_user_attr("cross_split_scores", [round(s, 6) for s in scores])
+            retry_transient(storage.set_trial_system_attr, trial_id, "mto:cross_scores", scores)
+            rounded = [round(s, 6) for s in scores]
+            retry_transient(self._trial.set_user_attr, "cross_split_scores", rounded)
         self._publish(best_step if self._last_step is None else self._last_step,
                       best_fitness, finished=True)  # fmt: skip
         return scores

@@ -24,3 +24,19 @@ def digits_trainer(
     """A fast trainer on sklearn digits."""
     kwargs.setdefault("optimizer_fn", adam_fast)
     return optuna_mto.SupervisedTrainer(tiny_mlp, (x, y), epochs=epochs, batch_size=64, **kwargs)
+
+
+class SlowTrainer(optuna_mto.SupervisedTrainer):
+    """A digits trainer whose epochs take at least ``epoch_s`` seconds (to be killed mid-run)."""
+
+    def __init__(self, *args, epoch_s: float = 0.1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_s = epoch_s
+
+    def train_epoch(self, model, optimizer, indices, generator) -> float:
+        import time
+
+        start = time.monotonic()
+        loss = super().train_epoch(model, optimizer, indices, generator)
+        time.sleep(max(0.0, self.epoch_s - (time.monotonic() - start)))
+        return loss

@@ -1,0 +1,55 @@
+"""Retrying storage calls that fail transiently (dropped connection, database locked)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import optuna
+import sqlalchemy
+
+__all__ = ["TRANSIENT_ERRORS", "retry_transient"]
+
+_logger = logging.getLogger(__name__)
+_jitter = random.Random()  # never touch the global RNG: it is part of a split's checkpoint
+T = TypeVar("T")
+
+#: Errors worth another try: Optuna wraps SQLAlchemy errors in StorageInternalError;
+#: our own tables raise SQLAlchemy's OperationalError (locks, lost connections) directly.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    optuna.exceptions.StorageInternalError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def retry_transient(
+    fn: Callable[..., T],
+    *args: object,
+    attempts: int = 8,
+    base_delay: float = 0.05,
+    max_delay: float = 5.0,
+    **kwargs: object,
+) -> T:
+    """Call ``fn(*args, **kwargs)``, retrying transient storage errors with backoff.
+
+    Waits ``base_delay * 2**i`` (capped at ``max_delay``, with jitter) between tries;
+    the last error is re-raised after ``attempts`` tries. Every call wrapped here must
+    be idempotent (an upsert, a read, a write of a fresh artifact id).
+    """
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except TRANSIENT_ERRORS as err:
+            if attempt == attempts - 1:
+                raise
+            delay = min(max_delay, base_delay * 2**attempt) * (0.5 + _jitter.random())
+            name = getattr(fn, "__qualname__", repr(fn))
+            _logger.warning("%s failed transiently (%s); retry in %.2f s", name, err, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

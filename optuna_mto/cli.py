@@ -1,0 +1,204 @@
+"""The ``optuna-mto`` command: workers, summaries, exports, transfer logs, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_attr", "main"]
+
+
+def load_attr(spec: str) -> Any:
+    """Resolve ``module:attr`` or ``path/to/file.py:attr`` to the named object.
+
+    Raises:
+        ValueError: For a spec without ``:`` or a name that does not exist.
+    """
+    if ":" not in spec:
+        raise ValueError(f"Expected 'module:attribute', but got {spec!r}.")
+    target, attr = spec.rsplit(":", 1)
+    if target.endswith(".py"):
+        path = Path(target).resolve()
+        if not path.exists():
+            raise ValueError(f"No such file {str(path)!r} in {spec!r}.")
+        sys.path.insert(0, str(path.parent))
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        module = importlib.import_module(target)
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{target!r} has no attribute {part!r} (from {spec!r}).")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _open(args: argparse.Namespace):  # noqa: ANN202 - MTOStudy, imported lazily.
+    from optuna_mto import load_study
+
+    return load_study(study_name=args.study, storage=args.storage)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    objective = load_attr(args.objective)
+    dataset = load_attr(args.dataset) if args.dataset else None
+    evaluate = load_attr(args.evaluate) if args.evaluate else None
+    study = _open(args)
+    devices = [args.device] if args.device else None
+    study.optimize(
+        objective,
+        dataset=dataset,
+        evaluate=evaluate,
+        n_jobs=args.n_jobs,
+        executor="auto",
+        devices=devices,
+        timeout=args.timeout,
+    )
+    summary = study.summary()
+    print(f"worker done; {len(summary.ranking)}/{summary.n_splits} splits of "
+          f"{study.study_name!r} complete")  # fmt: skip
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    print(_open(args).summary())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    study = _open(args)
+    path = study.export_best_model(args.output, split=args.split)
+    split = study.summary().best_split if args.split is None else args.split
+    print(f"exported split {split}'s best weights to {path}")
+    return 0
+
+
+def _cmd_transfers(args: argparse.Namespace) -> int:
+    events = _open(args).transfers()
+    fields = ["step", "receiver", "donor", "donor_trial", "donor_step", "operator",
+              "before", "after", "accepted", "reason"]  # fmt: skip
+    rows = [e.to_dict() for e in events]
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    if not rows:
+        print("no transfers recorded")
+        return 0
+    cells = [[_cell(r[f]) for f in fields] for r in rows]
+    widths = [max(len(f), *(len(c[i]) for c in cells)) for i, f in enumerate(fields)]
+    print("  ".join(f.rjust(w) for f, w in zip(fields, widths, strict=True)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    study = _open(args)
+    try:
+        from optuna_mto.visualization import publish_to_dashboard
+    except ImportError:  # pragma: no cover - visualization is optional at runtime
+        publish_to_dashboard = None
+    if publish_to_dashboard is not None:
+        publish_to_dashboard(study)
+    storage = study.study._storage
+    print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    optuna_dashboard.run_server(
+        storage,
+        host=args.host,
+        port=args.port,
+        artifact_store=study.checkpoint_store.artifact_store,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optuna-mto",
+        description="Population training with weight transfer between data splits (Optuna).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def study_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", default=None, help="database URL (default: SQLite file)")
+        p.add_argument("--study", required=True, help="study name")
+
+    worker = sub.add_parser(
+        "worker",
+        help="claim unfinished splits of a study and run them",
+        description="Claim the next unfinished split of the study and run it, until none "
+        "is left. Start it once per machine or GPU; only the storage URL is shared.",
+    )
+    study_args(worker)
+    worker.add_argument("--objective", required=True,
+                        help="module:attr or file.py:attr of the objective (e.g. a "
+                        "SupervisedTrainer instance)")  # fmt: skip
+    worker.add_argument("--dataset", help="module:attr of the dataset, if the objective has none")
+    worker.add_argument("--evaluate", help="module:attr of evaluate(model, indices)")
+    worker.add_argument("--device", help="device for this worker, e.g. cuda:0 (default: auto)")
+    worker.add_argument("--n-jobs", type=int, default=1, help="splits at once in this worker")
+    worker.add_argument("--timeout", type=float, default=None,
+                        help="claim no new split after this many seconds")  # fmt: skip
+    worker.set_defaults(func=_cmd_worker)
+
+    summary = sub.add_parser("summary", help="print the ranked cross-split table")
+    study_args(summary)
+    summary.set_defaults(func=_cmd_summary)
+
+    export = sub.add_parser("export", help="write the best model's weights to a file")
+    study_args(export)
+    export.add_argument("--output", "-o", required=True, help="file to write (torch.save)")
+    export.add_argument("--split", type=int, default=None, help="a split instead of the best")
+    export.set_defaults(func=_cmd_export)
+
+    transfers = sub.add_parser("transfers", help="list the transfer events")
+    study_args(transfers)
+    transfers.add_argument("--format", choices=["table", "csv"], default="table")
+    transfers.set_defaults(func=_cmd_transfers)
+
+    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the study")
+    study_args(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(func=_cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"optuna-mto {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
