@@ -44,8 +44,10 @@ def objective(trial: optuna_mto.SplitTrial) -> None:
             optimizer.step()
         result = trial.report(trial.evaluate(model), epoch, model=model, optimizer=optimizer)
         if result.accepted:
-            print(f"split {trial.split} epoch {epoch}: took split {result.transfer.donor}'s "
-                  f"weights ({result.transfer.before:.3f} -> {result.transfer.after:.3f})")
+            print(
+                f"split {trial.split} epoch {epoch}: took split {result.transfer.donor}'s "
+                f"weights ({result.transfer.before:.3f} -> {result.transfer.after:.3f})"
+            )
 
 
 if __name__ == "__main__":
