@@ -267,10 +267,11 @@ class MTOStudy:
     ) -> None:
         torch.set_num_threads(_execution.cpu_threads_per_worker(len(workers)))
         errors: list[BaseException] = []
+        stop = threading.Event()
 
         def run(device: str) -> None:
             try:
-                self._worker_loop(objective, evaluate, n_samples, targets, device, deadline)
+                self._worker_loop(objective, evaluate, n_samples, targets, device, deadline, stop)
             except BaseException as err:  # noqa: BLE001 - re-raised in the caller.
                 errors.append(err)
 
@@ -279,8 +280,17 @@ class MTOStudy:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            # Ctrl-C lands in this thread only: the workers stop at their next report,
+            # marking their trials failed so that the next run resumes them.
+            stop.set()
+            for thread in threads:
+                thread.join()
+            raise
         if errors:
             raise errors[0]
 
@@ -340,6 +350,7 @@ class MTOStudy:
         targets: np.ndarray | None,
         device: str,
         deadline: float | None,
+        stop: threading.Event | None = None,
     ) -> None:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
@@ -357,9 +368,10 @@ class MTOStudy:
             board=self._board,
             manager=self.transfer,
             evaluate=evaluate,
+            stop=stop or threading.Event(),
         )
         worker = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        while True:
+        while not shared.stop.is_set():
             claim = self._claim(worker)
             if claim is None:
                 return

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import random
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,7 @@ class _Shared:
     board: Blackboard
     manager: BaseTransferManager
     evaluate: EvaluateFn | None
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -404,6 +406,8 @@ class SplitTrial:
             What happened at this step; :attr:`ReportResult.accepted` tells whether the
             model's weights (and optimizer state) were replaced by a donor's.
         """
+        if self._shared.stop.is_set():
+            raise KeyboardInterrupt("optimize() was interrupted; this split resumes next time")
         value = float(value)
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be an integer >= 0, but got step={step!r}.")

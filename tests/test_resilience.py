@@ -195,3 +195,35 @@ def test_mismatched_model_error_names_the_first_tensor(study_name, digits):
 
 
 import torch  # noqa: E402  (used by the test above)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_name):
+    url = f"sqlite:///{tmp_path / 'ctrlc.db'}"
+    first = _run(url, study_name, start_new_session=True)
+    storage = optuna_mto._storage.open_storage(url)
+    deadline = time.monotonic() + 120
+    trials = []
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
+        except KeyError:
+            trials = []
+        if len(trials) == 4 and all(len(t.intermediate_values) >= 2 for t in trials):
+            break
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode != 0 and "KeyboardInterrupt" in out, out
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states = [t.state for t in study.get_trials()]
+    assert TrialState.RUNNING not in states and TrialState.FAIL in states
+    artifacts = tmp_path / "home" / "artifacts" / study_name
+    assert not [p for p in artifacts.iterdir() if p.name.endswith(".tmp")]
+
+    second = _run(url, study_name)
+    out, _ = second.communicate(timeout=300)
+    assert second.returncode == 0 and "DONE" in out, out
+    done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["split"] for t in done) == [0, 1, 2, 3]
+    assert all(t.system_attrs.get("mto:resumed_from_step", -1) >= 0 for t in done)
