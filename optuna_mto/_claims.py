@@ -14,7 +14,7 @@ import datetime
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["ClaimTable", "SplitClaim", "plan_next_claim"]
+__all__ = ["ClaimTable", "SplitClaim", "create_tables", "plan_next_claim"]
 
 _metadata = sa.MetaData()
 _claims = sa.Table(
@@ -27,6 +27,21 @@ _claims = sa.Table(
     sa.Column("worker", sa.String(255), nullable=False),
     sa.Column("claimed_at", sa.DateTime, nullable=False),
 )
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
+    """Create ``metadata``'s tables unless they exist, tolerating workers racing to do it.
+
+    ``create_all(checkfirst=True)`` checks then creates, so two workers opening a fresh
+    database together can both try to create; the loser's error is harmless as long as
+    the tables exist afterwards.
+    """
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DatabaseError:
+        existing = set(sa.inspect(engine).get_table_names())
+        if not set(metadata.tables) <= existing:
+            raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +103,7 @@ class ClaimTable:
     def __init__(self, engine: sa.Engine, study_id: int) -> None:
         self._engine = engine
         self._study_id = study_id
-        _metadata.create_all(engine, checkfirst=True)
+        create_tables(_metadata, engine)
 
     def latest(self) -> dict[int, SplitClaim]:
         """Return the latest claim of every split that has one (one query)."""

@@ -81,8 +81,13 @@ class StudyConfig:
                 f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
             )
         _check_int("max_retries", self.max_retries, 0)
-        # Fails early on values JSON cannot hold (they could not be stored in the study).
-        json.dumps(self.to_dict())
+        try:
+            json.dumps(self.to_dict())
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"The study config must be JSON-serialisable to be stored in the study: {err}. "
+                "A custom transfer manager's get_params() must return plain values."
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-serialisable form stored in the study."""
@@ -101,7 +106,9 @@ class StudyConfig:
             stored: The config the study was created with.
             study_name: Used in the message.
         """
-        mine, theirs = self.to_dict(), stored.to_dict()
+        # Compare in stored (JSON) form: tuples given here are lists once stored.
+        mine = json.loads(json.dumps(self.to_dict()))
+        theirs = json.loads(json.dumps(stored.to_dict()))
         diffs = [
             f"{k}: stored {theirs[k]!r}, given {mine[k]!r}" for k in mine if mine[k] != theirs[k]
         ]

@@ -40,3 +40,14 @@ class SlowTrainer(optuna_mto.SupervisedTrainer):
         loss = super().train_epoch(model, optimizer, indices, generator)
         time.sleep(max(0.0, self.epoch_s - (time.monotonic() - start)))
         return loss
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return torch.tensor(data.data / 16.0, dtype=torch.float32), torch.tensor(data.target)
+
+
+#: For `optuna-mto worker --objective _models:worker_trainer` (needs PYTHONPATH=tests).
+worker_trainer = SlowTrainer(tiny_mlp, _digits(), epochs=6, optimizer_fn=adam_fast, epoch_s=0.2)

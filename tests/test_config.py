@@ -109,7 +109,7 @@ def test_invalid_n_splits_is_reported_before_other_fields() -> None:
 
 
 def test_non_json_transfer_params_are_rejected() -> None:
-    with pytest.raises(TypeError, match="not JSON serializable"):
+    with pytest.raises(ValueError, match="JSON-serialisable.*not JSON serializable"):
         StudyConfig(transfer={"callback": object()})
 
 
@@ -199,3 +199,11 @@ def test_check_same_single_difference_message() -> None:
         ),
     ):
         StudyConfig(splitter="kfold").check_same(StudyConfig(), "x")
+
+
+def test_check_same_compares_in_stored_json_form():
+    import json
+
+    given = StudyConfig(transfer={"name": "Mine", "sizes": (1, 2)})
+    stored = StudyConfig.from_dict(json.loads(json.dumps(given.to_dict())))
+    given.check_same(stored, "s")  # a tuple given equals the list it was stored as

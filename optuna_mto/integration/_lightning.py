@@ -1,0 +1,185 @@
+"""MTOCallback: a PyTorch Lightning training as one split trial of an optuna-mto study."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+
+try:
+    import pytorch_lightning as pl
+    from pytorch_lightning.trainer.states import TrainerFn
+except ImportError as err:  # pragma: no cover - exercised only without the extra.
+    raise ImportError(
+        "optuna_mto.integration.MTOCallback needs PyTorch Lightning; install it with "
+        "pip install 'optuna-mto[lightning]' (or pip install 'pytorch-lightning>=2.4')."
+    ) from err
+
+from optuna_mto._trial import ReportResult, SplitTrial
+
+__all__ = ["MTOCallback", "trainer_device_kwargs"]
+
+_logger = logging.getLogger(__name__)
+_STEPS = ("epoch", "global_step")
+
+
+def trainer_device_kwargs(trial: SplitTrial) -> dict[str, Any]:
+    """Return the ``pl.Trainer`` arguments that put the training on ``trial.device``.
+
+    Example:
+        .. code-block:: python
+
+            trainer = pl.Trainer(max_epochs=10, **trainer_device_kwargs(trial), callbacks=[...])
+
+    Args:
+        trial: The split trial whose device the worker was given.
+
+    Returns:
+        ``{"accelerator": "cpu"}``, ``{"accelerator": "gpu", "devices": [i]}`` for
+        ``cuda:i``, or ``{"accelerator": "mps", "devices": 1}``.
+    """
+    device = trial.device
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return {"accelerator": "gpu", "devices": [index]}
+    if device.type == "mps":
+        return {"accelerator": "mps", "devices": 1}
+    return {"accelerator": "cpu"}
+
+
+def _optimizer_and_scheduler(trainer: pl.Trainer) -> tuple[torch.optim.Optimizer | None, Any]:
+    optimizers = trainer.optimizers
+    optimizer = optimizers[0] if optimizers else None
+    configs = trainer.lr_scheduler_configs
+    scheduler = configs[0].scheduler if configs else None
+    return optimizer, scheduler
+
+
+def _skip_epochs(trainer: pl.Trainer, first: int) -> None:
+    """Make Lightning's fit loop start at epoch ``first`` (a resumed split)."""
+    progress = trainer.fit_loop.epoch_progress
+    for counter in (progress.current, progress.total):
+        counter.ready = counter.started = counter.processed = counter.completed = first
+
+
+class MTOCallback(pl.Callback):
+    """Make a PyTorch Lightning training one split trial of an optuna-mto study.
+
+    At the end of every validation run during ``trainer.fit`` it reads
+    ``trainer.callback_metrics[monitor]`` and calls :meth:`SplitTrial.report` with the
+    LightningModule, the first optimizer and the first LR scheduler. That records the
+    intermediate value, checkpoints the split, publishes its fitness, and, when a
+    better split's weights help on this split's validation set, loads them (with
+    the optimizer and scheduler state) into the module and optimizer in place, so
+    the training simply continues from there. The sanity check and
+    ``trainer.validate`` runs are not reported.
+
+    At the start of training it also calls :meth:`SplitTrial.restore`: a retried split
+    (its worker died or the objective raised) gets back its last checkpoint, and with
+    ``step="epoch"`` Lightning continues at the epoch after it.
+
+    The study's ``evaluate(model, indices)`` function scores transfer candidates: it
+    gets the LightningModule and must compute the same metric as ``monitor`` on the
+    same rows (``trial.valid_indices``), in the study's direction.
+
+    Example:
+        .. code-block:: python
+
+            def objective(trial: optuna_mto.SplitTrial) -> None:
+                module = LitNet()
+                trainer = pl.Trainer(
+                    max_epochs=10,
+                    callbacks=[MTOCallback(trial, monitor="val_acc")],
+                    **trainer_device_kwargs(trial),
+                )
+                trainer.fit(module, loader(trial.train_indices), loader(trial.valid_indices))
+
+            study.optimize(objective, dataset=(X, y), evaluate=accuracy)
+
+    Args:
+        trial: The split trial the objective received.
+        monitor: Name of the validation metric logged with ``self.log(monitor, ...)``:
+            the module's score on ``trial.valid_indices``.
+        step: Report step: ``"epoch"`` (``trainer.current_epoch``) or
+            ``"global_step"`` (``trainer.global_step``, for validation several times
+            per epoch). With ``"epoch"``, a second validation in the same epoch is not
+            reported (a warning says so once).
+
+    Attributes:
+        results: What each report did, in order (see :class:`~optuna_mto.ReportResult`).
+    """
+
+    def __init__(self, trial: SplitTrial, monitor: str = "val_acc", *, step: str = "epoch") -> None:
+        if not isinstance(trial, SplitTrial):
+            raise TypeError(
+                f"MTOCallback needs the optuna_mto.SplitTrial the objective received, but got "
+                f"{type(trial).__name__}."
+            )
+        if step not in _STEPS:
+            raise ValueError(f"step must be one of {_STEPS}, but got step={step!r}.")
+        self.trial = trial
+        self.monitor = monitor
+        self.step = step
+        self.results: list[ReportResult] = []
+        self._last_step: int | None = None
+        self._warned = False
+
+    @property
+    def accepted_transfers(self) -> int:
+        """Number of transfers kept so far."""
+        return sum(result.accepted for result in self.results)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse distributed training: one split trial is one process's model."""
+        if stage == TrainerFn.FITTING and trainer.world_size > 1:
+            raise ValueError(
+                f"MTOCallback runs one split per process, but the Trainer has world_size="
+                f"{trainer.world_size}; run each split on one device (see "
+                "trainer_device_kwargs) and let study.optimize run the splits side by side."
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resume a retried split from its last checkpoint (nothing for a fresh one)."""
+        optimizer, scheduler = _optimizer_and_scheduler(trainer)
+        first = self.trial.restore(pl_module, optimizer, scheduler)
+        if first <= 0:
+            return
+        self._last_step = first - 1
+        if self.step == "epoch" and trainer.current_epoch < first:
+            _skip_epochs(trainer, first)
+        _logger.info("Split %d resumes at %s %d.", self.trial.split, self.step, first)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report the monitored metric; may load a better split's weights in place."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        metrics = trainer.callback_metrics
+        if self.monitor not in metrics:
+            raise KeyError(
+                f"MTOCallback monitors {self.monitor!r}, but validation logged only "
+                f"{sorted(metrics)}; log it in validation_step with "
+                f"self.log({self.monitor!r}, value), or pass monitor=<one of those>."
+            )
+        step = trainer.current_epoch if self.step == "epoch" else trainer.global_step
+        if self._last_step is not None and step <= self._last_step:
+            if not self._warned:
+                warnings.warn(
+                    f"Split {self.trial.split}: validation ran again at {self.step} {step}, "
+                    "which was already reported; it is not reported again. Pass "
+                    "MTOCallback(..., step='global_step') to report every validation.",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return
+        optimizer, scheduler = _optimizer_and_scheduler(trainer)
+        result = self.trial.report(
+            float(metrics[self.monitor]),
+            step,
+            model=pl_module,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+        self._last_step = step
+        self.results.append(result)

@@ -1,0 +1,72 @@
+"""Helpers shared by the figures: the splits' trials, their transfer events, colours."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import plotly.colors
+import plotly.graph_objects as go
+from optuna.trial import FrozenTrial
+
+from optuna_mto._summary import latest_split_trials
+from optuna_mto._trial import TRANSFER_ATTR_PREFIX, TransferEvent
+
+if TYPE_CHECKING:
+    from optuna_mto._study import MTOStudy
+
+__all__ = [
+    "empty_figure",
+    "event_hover",
+    "split_color",
+    "split_events",
+    "split_trials",
+]
+
+_PALETTE = plotly.colors.qualitative.Plotly
+
+
+def split_trials(study: MTOStudy) -> dict[int, FrozenTrial]:
+    """Return each split's current trial (its completed run, else its latest), by split."""
+    trials = latest_split_trials(study.study.get_trials(deepcopy=False))
+    return {split: trials[split] for split in sorted(trials)}
+
+
+def split_events(trial: FrozenTrial) -> list[TransferEvent]:
+    """Return the transfer attempts recorded on ``trial``, by step."""
+    events = [
+        TransferEvent.from_dict(value)
+        for key, value in trial.user_attrs.items()
+        if key.startswith(TRANSFER_ATTR_PREFIX)
+    ]
+    return sorted(events, key=lambda e: e.step)
+
+
+def split_color(split: int) -> str:
+    """Return the colour of ``split``, the same in every figure."""
+    return _PALETTE[split % len(_PALETTE)]
+
+
+def event_hover(event: TransferEvent) -> str:
+    """Return the hover text of a transfer attempt, naming receiver and donor."""
+    outcome = "kept" if event.accepted else "rejected"
+    after = "not scored" if math.isnan(event.after) else f"{event.after:.4f}"
+    text = (
+        f"split {event.receiver} ← split {event.donor} at step {event.step}: {outcome}<br>"
+        f"donor: trial {event.donor_trial}, weights of step {event.donor_step}<br>"
+        f"own {event.before:.4f} → candidate {after} ({event.operator})"
+    )
+    if event.reason:
+        text += f"<br>{event.reason}"
+    return text
+
+
+def empty_figure(title: str, message: str) -> go.Figure:
+    """Return a figure with no data and ``message`` written in its middle."""
+    figure = go.Figure(layout={"title": {"text": title}})
+    figure.add_annotation(
+        text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14
+    )
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure

@@ -1,0 +1,231 @@
+"""Publish the figures and a summary note into optuna-dashboard, once or while running."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import plotly.graph_objects as go
+
+from optuna_mto.visualization._cross_split import plot_cross_split, ranked_rows
+from optuna_mto.visualization._fitness import plot_fitness
+from optuna_mto.visualization._relations import plot_relations
+from optuna_mto.visualization._transfer_graph import plot_transfer_graph
+
+if TYPE_CHECKING:
+    from optuna_mto._study import MTOStudy
+
+__all__ = [
+    "DASHBOARD_FIGURES",
+    "DashboardRefresher",
+    "dashboard_note",
+    "publish_to_dashboard",
+    "refresh_dashboard",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: ``graph_object_id`` under which each figure is saved; saving again overwrites it.
+DASHBOARD_FIGURES: dict[str, Callable[[MTOStudy], go.Figure]] = {
+    "mto-fitness": plot_fitness,
+    "mto-transfer-graph": plot_transfer_graph,
+    "mto-cross-split": plot_cross_split,
+    "mto-relations": plot_relations,
+}
+
+
+def _cell(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.4f}"
+
+
+def dashboard_note(study: MTOStudy) -> str:
+    """Return the Markdown note that :func:`publish_to_dashboard` saves on the study.
+
+    It lists the configuration (K, splitter, validation fraction, seed, direction,
+    transfer parameters) and the current ranking table of the cross-split means.
+    """
+    config = study.config
+    summary = study.summary()
+    transfer = dict(config.transfer)
+    name = transfer.pop("name", "?")
+    params = ", ".join(f"{k}={v!r}" for k, v in transfer.items())
+    k = summary.n_splits
+    lines = [
+        f"## optuna-mto study `{study.study_name}`",
+        "",
+        "| setting | value |",
+        "| --- | --- |",
+        f"| splits (K) | {config.n_splits} |",
+        f"| splitter | {config.splitter} |",
+        f"| validation fraction | {config.validation_fraction} |",
+        f"| seed | {config.seed} |",
+        f"| direction | {study.direction} |",
+        f"| transfer | `{name}({params})` |",
+        f"| max retries | {config.max_retries} |",
+        "",
+        f"### Ranking ({len(summary.ranking)} of {k} splits finished)",
+        "",
+        "| rank | split | trial | " + " | ".join(f"val {j}" for j in range(k))
+        + " | mean | own | transfers kept/tried |",
+        "| " + " | ".join(["---"] * (k + 6)) + " |",
+    ]  # fmt: skip
+    for split in ranked_rows(summary):
+        rank = summary.ranking.index(split) + 1 if split in summary.ranking else "–"
+        trial = summary.trial_numbers[split]
+        cells = [
+            f"**{rank}**" if rank == 1 else str(rank),
+            str(split),
+            str(trial) if trial >= 0 else "–",
+            *(_cell(v) for v in summary.matrix[split]),
+            _cell(summary.mean[split]),
+            _cell(summary.own[split]),
+            f"{summary.accepted_transfers[split]}/{summary.proposed_transfers[split]}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = summary.best_split
+    lines.append("")
+    if best is not None:
+        lines.append(
+            f"The exported model is split {best}'s best (mean {summary.mean[best]:.4f} over the "
+            f"{k} validation sets)."
+        )
+    else:
+        lines.append("No split has finished yet.")
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    lines += [
+        "",
+        f"*Published by optuna-mto at {stamp}; figures: {', '.join(DASHBOARD_FIGURES)}. "
+        "This note is overwritten at every publication.*",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def publish_to_dashboard(study: MTOStudy) -> list[str]:
+    """Save the four figures and a summary note into the study for optuna-dashboard.
+
+    The figures (:func:`plot_fitness`, :func:`plot_transfer_graph`,
+    :func:`plot_cross_split`, :func:`plot_relations`) are saved with
+    ``optuna_dashboard.save_plotly_graph_object`` under the fixed ids of
+    :data:`DASHBOARD_FIGURES`, so publishing again replaces them rather than adding
+    copies; the dashboard shows them on the study's main page. The study note
+    (``optuna_dashboard.save_note``) is replaced by :func:`dashboard_note`.
+
+    Args:
+        study: The study.
+
+    Returns:
+        The graph object ids saved.
+
+    Raises:
+        ImportError: If optuna-dashboard is not installed
+            (``pip install optuna-mto[dashboard]``).
+    """
+    try:
+        import optuna_dashboard
+    except ImportError as err:
+        raise ImportError(
+            "publish_to_dashboard needs optuna-dashboard: pip install 'optuna-mto[dashboard]'."
+        ) from err
+    ids = []
+    for graph_id, plot in DASHBOARD_FIGURES.items():
+        figure = plot(study)
+        ids.append(
+            optuna_dashboard.save_plotly_graph_object(study.study, figure, graph_object_id=graph_id)
+        )
+    optuna_dashboard.save_note(study.study, dashboard_note(study))
+    return ids
+
+
+class DashboardRefresher:
+    """Rate-limited, never-raising :func:`publish_to_dashboard` for use while training.
+
+    Calling it is cheap: within ``min_interval_s`` of the previous publication of the
+    same study (in this process) it returns at once without touching the storage.
+    A failure (optuna-dashboard missing, a storage error) is logged as a warning and
+    the next try waits for the interval like a success. Thread-safe: while one thread
+    publishes, calls from other threads return False.
+
+    Args:
+        min_interval_s: Least seconds between two publications of one study.
+        clock: Monotonic clock (for tests).
+    """
+
+    def __init__(
+        self, min_interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not min_interval_s >= 0:
+            raise ValueError(f"min_interval_s must be >= 0, but got {min_interval_s=}.")
+        self.min_interval_s = float(min_interval_s)
+        self._clock = clock
+        self._last: dict[tuple[int, int], float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, study: MTOStudy, *, force: bool = False) -> bool:
+        """Publish ``study`` unless it was published less than ``min_interval_s`` ago.
+
+        Args:
+            study: The study.
+            force: Publish even within the interval (e.g. once the study finished).
+
+        Returns:
+            True if the figures were published by this call.
+        """
+        return self._refresh(study, self.min_interval_s, force)
+
+    def _refresh(self, study: MTOStudy, min_interval_s: float, force: bool) -> bool:
+        key = (id(study.study._storage), study.study._study_id)
+        if not self._lock.acquire(blocking=force):
+            return False
+        try:
+            now = self._clock()
+            last = self._last.get(key)
+            if not force and last is not None and now - last < min_interval_s:
+                return False
+            self._last[key] = now
+            try:
+                publish_to_dashboard(study)
+            except Exception as err:  # noqa: BLE001 - must never break training.
+                _logger.warning(
+                    "Could not publish study %r to optuna-dashboard (next try in %.0f s): %s: %s",
+                    study.study_name, min_interval_s, type(err).__name__, err,
+                )  # fmt: skip
+                return False
+            return True
+        finally:
+            self._lock.release()
+
+
+_SHARED = DashboardRefresher(0.0)
+
+
+def refresh_dashboard(
+    study: MTOStudy, min_interval_s: float = 30.0, *, force: bool = False
+) -> bool:
+    """Republish the study's dashboard figures and note, at most every ``min_interval_s``.
+
+    Cheap enough to call after every split or report step: within ``min_interval_s``
+    of the previous publication of the same study in this process it returns False
+    at once, reading nothing. It never raises; a failure is logged as a warning (and
+    retried after the interval). Call it from a worker loop after each split, and
+    with ``force=True`` once the study is done, so that an open optuna-dashboard
+    shows the figures growing while the study runs::
+
+        study.optimize(trainer)            # or, inside the worker loop, after each split:
+        refresh_dashboard(study)           # publishes at most every 30 s
+        refresh_dashboard(study, force=True)
+
+    Args:
+        study: The study.
+        min_interval_s: Least seconds between two publications.
+        force: Publish now regardless of the interval (waits for a publication that
+            another thread is making).
+
+    Returns:
+        True if the figures were published by this call.
+    """
+    return _SHARED._refresh(study, min_interval_s, force)

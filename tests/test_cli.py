@@ -1,0 +1,140 @@
+"""The optuna-mto command line on real studies, as separate processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _models import digits_trainer, tiny_mlp
+from conftest import postgres_url
+from optuna.trial import TrialState
+
+import optuna_mto
+
+TESTS = Path(__file__).parent
+
+
+def _cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "optuna_mto.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    home = tmp_path_factory.mktemp("cli")
+    os.environ["OPTUNA_MTO_HOME"] = str(home / "home")
+    try:
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        x = torch.tensor(data.data / 16.0, dtype=torch.float32)
+        y = torch.tensor(data.target)
+        url = f"sqlite:///{home / 'cli.db'}"
+        study = optuna_mto.create_study(study_name="cli", storage=url, n_splits=3)
+        study.optimize(digits_trainer(x, y, epochs=3))
+        yield study, url, home
+    finally:
+        os.environ.pop("OPTUNA_MTO_HOME", None)
+
+
+def test_help_for_every_command(capsys):
+    from optuna_mto.cli import main
+
+    for command in ("worker", "summary", "export", "transfers", "dashboard"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "--study" in out and "--storage" in out
+    assert "worker" in _cli("--help").stdout
+
+
+def test_summary_prints_the_ranked_table(finished, monkeypatch):
+    study, url, home = finished
+    monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
+    out = _cli("summary", "--storage", url, "--study", "cli").stdout
+    assert out.strip() == str(study.summary()).strip()
+
+
+def test_export_writes_loadable_best_weights(finished, tmp_path, monkeypatch):
+    study, url, home = finished
+    monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
+    target = tmp_path / "best.pt"
+    out = _cli("export", "--storage", url, "--study", "cli", "-o", str(target)).stdout
+    assert f"split {study.summary().best_split}" in out
+    model = tiny_mlp()
+    model.load_state_dict(torch.load(target, weights_only=True))
+    expected = study.best_state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+
+
+def test_transfers_as_table_and_csv(finished, monkeypatch):
+    study, url, home = finished
+    monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
+    events = study.transfers()
+    text = _cli("transfers", "--storage", url, "--study", "cli", "--format", "csv").stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(events)
+    for row, event in zip(rows, events, strict=True):
+        assert int(row["step"]) == event.step and int(row["receiver"]) == event.receiver
+        assert int(row["donor"]) == event.donor and row["accepted"] == str(event.accepted)
+    table = _cli("transfers", "--storage", url, "--study", "cli").stdout
+    assert table.splitlines()[0].split()[:3] == ["step", "receiver", "donor"]
+    assert len(table.splitlines()) == max(len(events), 1) + (1 if events else 0)
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    proc = _cli("summary", "--storage", url, "--study", "nope", check=False)
+    assert proc.returncode == 2
+    assert "No study named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli(
+        "worker", "--storage", url, "--study", "nope", "--objective", "nomodule", check=False
+    )
+    assert proc.returncode == 2 and "module:attribute" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_worker_processes_finish_one_study_on_postgres(study_name, tmp_path):
+    url = postgres_url()
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=url, n_splits=4, artifact_store="database",
+        heartbeat_interval=2,
+    )  # fmt: skip
+    args = ["worker", "--storage", url, "--study", study_name, "--objective",
+            "_models:worker_trainer"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-m", "optuna_mto.cli", *args]
+    workers = [
+        subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+
+    trials = study.study.get_trials()
+    assert len(trials) == 4  # no split ran twice
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"].rsplit(":", 1)[0] for t in trials}) == 2
+    assert study.summary().complete
+    assert study.config.artifact_store == {"kind": "database"}
+    assert not (tmp_path / "home" / "artifacts").exists()  # nothing on a shared disk
+    assert study.transfers(), "the two processes never exchanged weights"
