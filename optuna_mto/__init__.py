@@ -15,6 +15,7 @@ from optuna_mto._errors import (
     DatasetMismatchError,
     MTOError,
 )
+from optuna_mto._events import ReportResult, TransferEvent
 from optuna_mto._splits import (
     BaseSplitter,
     KFoldSplitter,
@@ -26,7 +27,7 @@ from optuna_mto._splits import (
 from optuna_mto._study import MTOStudy, create_study, load_study
 from optuna_mto._summary import CrossSplitSummary
 from optuna_mto._trainer import SupervisedTrainer
-from optuna_mto._trial import ReportResult, SplitTrial, TransferEvent
+from optuna_mto._trial import Explorer, SplitTrial
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigConflictError",
     "CrossSplitSummary",
     "DatasetMismatchError",
+    "Explorer",
     "KFoldSplitter",
     "MTOError",
     "MTOStudy",

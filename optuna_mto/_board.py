@@ -32,6 +32,8 @@ class SplitRecord:
         best_checkpoint: The checkpoint of the best weights.
         finished: True once the split's trial completed.
         time: Unix time of publication.
+        lineage: Splits whose training data shaped the current weights.
+        best_lineage: The same for the best weights.
     """
 
     split: int
@@ -46,6 +48,8 @@ class SplitRecord:
     best_checkpoint: CheckpointRef
     finished: bool = False
     time: float = dataclasses.field(default_factory=time.time)
+    lineage: list[int] | None = None
+    best_lineage: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

@@ -42,6 +42,8 @@ class StudyConfig:
         artifact_store: Where checkpoints live: ``{"kind": "file", "path": ...}`` or
             ``{"kind": "database"}`` (inside the study's own database).
         max_retries: How many times a failed split is retried as a new trial.
+        selection_fraction: Share of the data held out from every split and used only
+            to rank the final models (0 ranks by mean cross-split validation score).
     """
 
     n_splits: int = 4
@@ -51,6 +53,7 @@ class StudyConfig:
     transfer: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifact_store: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 2
+    selection_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("n_splits", self.n_splits, 1)
@@ -81,6 +84,15 @@ class StudyConfig:
                 f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
             )
         _check_int("max_retries", self.max_retries, 0)
+        selection = self.selection_fraction
+        if isinstance(selection, bool) or not isinstance(selection, (int, float)):
+            raise ValueError(
+                f"selection_fraction must be a float in [0, 0.5], but got {selection=}."
+            )
+        if not 0.0 <= float(selection) <= 0.5:
+            raise ValueError(
+                f"selection_fraction must be a float in [0, 0.5], but got {selection=}."
+            )
         try:
             json.dumps(self.to_dict())
         except (TypeError, ValueError) as err:

@@ -44,6 +44,11 @@ class CrossSplitSummary:
         own: Each split's best score on its own validation set during training.
         accepted_transfers: Accepted transfers per split.
         proposed_transfers: Attempted transfers per split.
+        overlap: ``overlap[i, j]``: share of split j's validation rows that split i's
+            best model has trained on, counting inherited weights (NaN if unknown).
+            Off-diagonal values near 1 mean the cross-split mean is optimistic.
+        selection: Each split's best model scored on the held-out selection set
+            (NaN without one). When present, it ranks the splits.
     """
 
     study_name: str
@@ -53,6 +58,8 @@ class CrossSplitSummary:
     own: list[float]
     accepted_transfers: list[int]
     proposed_transfers: list[int]
+    overlap: np.ndarray | None = None
+    selection: list[float] | None = None
 
     @classmethod
     def from_study(cls, study: optuna.Study, n_splits: int) -> CrossSplitSummary:
@@ -60,6 +67,8 @@ class CrossSplitSummary:
         matrix = np.full((n_splits, n_splits), np.nan)
         numbers, own = [-1] * n_splits, [math.nan] * n_splits
         accepted, proposed = [0] * n_splits, [0] * n_splits
+        overlap = np.full((n_splits, n_splits), np.nan)
+        selection = [math.nan] * n_splits
         for split, trial in latest_split_trials(study.get_trials(deepcopy=False)).items():
             if split >= n_splits:
                 continue
@@ -75,8 +84,28 @@ class CrossSplitSummary:
             best = trial.system_attrs.get("mto:best")
             if best is not None:
                 own[split] = float(best["fitness"])
+            seen = trial.system_attrs.get("mto:overlap")
+            if seen is not None:
+                overlap[split, : len(seen)] = seen
+            selection[split] = float(trial.system_attrs.get("mto:selection_score", math.nan))
         direction = study.direction.name.lower()
-        return cls(study.study_name, direction, matrix, numbers, own, accepted, proposed)
+        return cls(
+            study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
+            selection,
+        )  # fmt: skip
+
+    @property
+    def uses_selection(self) -> bool:
+        """True when the study holds out a selection set (which then ranks the splits)."""
+        return self.selection is not None and any(not math.isnan(s) for s in self.selection)
+
+    @property
+    def seen_share(self) -> np.ndarray:
+        """Per split: mean share of the *other* splits' validation rows its model trained on."""
+        if self.overlap is None or self.n_splits < 2:
+            return np.full(self.n_splits, np.nan)
+        off = ~np.eye(self.n_splits, dtype=bool)
+        return np.array([row[mask].mean() for row, mask in zip(self.overlap, off, strict=True)])
 
     @property
     def n_splits(self) -> int:
@@ -91,8 +120,8 @@ class CrossSplitSummary:
 
     @property
     def ranking(self) -> list[int]:
-        """Finished splits, best mean first."""
-        means = self.mean
+        """Finished splits, best first: by selection score if any, else by mean."""
+        means = np.array(self.selection) if self.uses_selection else self.mean
         done = [k for k in range(self.n_splits) if not math.isnan(means[k])]
         sign = -1.0 if self.direction == "maximize" else 1.0
         return sorted(done, key=lambda k: (sign * means[k], k))
@@ -112,6 +141,9 @@ class CrossSplitSummary:
         """Return the ranked table as plain text."""
         k = self.n_splits
         head = ["rank", "split", "trial"] + [f"val{j}" for j in range(k)] + ["mean", "own", "xfer"]
+        head.append("seen")
+        if self.uses_selection:
+            head.append("select")
         rows = []
         ranked = self.ranking + [s for s in range(k) if s not in self.ranking]
         for position, split in enumerate(ranked, start=1):
@@ -121,18 +153,27 @@ class CrossSplitSummary:
             cells += [_fmt(v) for v in self.matrix[split]]
             cells += [_fmt(self.mean[split]), _fmt(self.own[split])]
             cells.append(f"{self.accepted_transfers[split]}/{self.proposed_transfers[split]}")
+            cells.append(_fmt(self.seen_share[split], "{:.0%}"))
+            if self.uses_selection:
+                cells.append(_fmt(self.selection[split]))  # type: ignore[index]
             rows.append(cells)
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [
             "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
         ]
         title = f"Cross-split validation ({self.direction}) of study {self.study_name!r}"
-        note = "valJ: best model of the split scored on split J's validation set; xfer: kept/tried"
+        note = (
+            "valJ: best model of the split scored on split J's validation set; xfer: "
+            "kept/tried transfers;\nseen: share of the other splits' validation rows the "
+            "model trained on (incl. inherited weights)"
+        )
+        if self.uses_selection:
+            note += "; select: score on the held-out selection set (ranks the models)"
         return "\n".join([title, *lines, note])
 
     def __str__(self) -> str:
         return self.to_table()
 
 
-def _fmt(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.4f}"
+def _fmt(value: float, spec: str = "{:.4f}") -> str:
+    return "-" if math.isnan(value) else spec.format(value)

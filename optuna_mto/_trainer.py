@@ -168,7 +168,12 @@ class SupervisedTrainer:
         return correct / count if self.metric == "accuracy" else loss_sum / count
 
     def __call__(self, trial: SplitTrial) -> None:
-        """Train split ``trial.split``, reporting the validation metric every epoch."""
+        """Train split ``trial.split``, reporting the validation metric every epoch.
+
+        Records the training compute as user attributes ``train_epochs`` (of the split's
+        own model) and ``explorer_epochs`` (extra epochs spent on AMTO explorers).
+        """
+        self._explorer_epochs = 0
         model = self.build_model(trial.split, trial.device)
         optimizer = self.optimizer_fn(model.parameters())
         scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn else None
@@ -179,5 +184,16 @@ class SupervisedTrainer:
             self.train_epoch(model, optimizer, trial.train_indices, generator)
             if scheduler is not None:
                 scheduler.step()
+            explorer = trial.explorer  # AdaptiveTransfer: a second model trains alongside
+            if explorer is not None:
+                explorer_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
+                self.train_epoch(
+                    explorer.model, explorer.optimizer, trial.train_indices, explorer_generator
+                )
+                if explorer.scheduler is not None:
+                    explorer.scheduler.step()
+                self._explorer_epochs += 1
             value = self.evaluate(model, trial.valid_indices)
             trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)
+        trial.set_user_attr("train_epochs", self.epochs)
+        trial.set_user_attr("explorer_epochs", self._explorer_epochs)

@@ -6,10 +6,10 @@ import copy
 import dataclasses
 import logging
 import math
-import random
 import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
@@ -17,14 +17,20 @@ import torch
 
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._errors import CheckpointError
+from optuna_mto._events import TRANSFER_ATTR_PREFIX, ReportResult, TransferEvent
+from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
+from optuna_mto._state import (
+    apply_state,
+    capture_state,
+    check_compatible,
+    get_rng_state,
+    set_rng_state,
+)
 from optuna_mto.checkpoints import CheckpointRef, CheckpointStore
-from optuna_mto.transfer import BaseTransferManager, TransferContext, is_better
+from optuna_mto.transfer import BaseTransferManager, TransferContext, is_better, update_relation
 
-if TYPE_CHECKING:
-    from optuna_mto._splits import BaseSplitter
-
-__all__ = ["EvaluateFn", "ReportResult", "SplitTrial", "TransferEvent"]
+__all__ = ["EvaluateFn", "Explorer", "SplitTrial"]
 
 _logger = logging.getLogger(__name__)
 
@@ -32,74 +38,8 @@ _logger = logging.getLogger(__name__)
 #: ``indices`` of the dataset, in the study's direction.
 EvaluateFn = Callable[[torch.nn.Module, np.ndarray], float]
 
-TRANSFER_ATTR_PREFIX = "transfer:"
-
-
-@dataclasses.dataclass(frozen=True)
-class TransferEvent:
-    """One transfer attempt, as recorded on the receiving trial.
-
-    Attributes:
-        step: Report step of the attempt.
-        receiver: Receiving split.
-        donor: Donor split.
-        donor_trial: Optuna trial number of the donor's run.
-        donor_step: Step at which the donor published the weights.
-        operator: Label of the candidate that was kept or scored best.
-        before: Receiver's own score before the transfer.
-        after: Best candidate's score on the receiver's validation set (NaN if skipped).
-        accepted: Whether the candidate replaced the receiver's weights.
-        reason: Why nothing was tried (``""`` when a candidate was scored).
-    """
-
-    step: int
-    receiver: int
-    donor: int
-    donor_trial: int
-    donor_step: int
-    operator: str
-    before: float
-    after: float
-    accepted: bool
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON form (NaN becomes None)."""
-        out = dataclasses.asdict(self)
-        for key in ("before", "after"):
-            if isinstance(out[key], float) and math.isnan(out[key]):
-                out[key] = None
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransferEvent:
-        """Rebuild an event from :meth:`to_dict` output."""
-        data = dict(data)
-        for key in ("before", "after"):
-            data[key] = math.nan if data.get(key) is None else float(data[key])
-        return cls(**data)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportResult:
-    """What :meth:`SplitTrial.report` did.
-
-    Attributes:
-        step: The report step.
-        fitness: The split's score after the step (the donor's score when accepted).
-        transfer: The transfer attempt, or None when none was made.
-        checkpoint: The checkpoint written at this step, or None without a model.
-    """
-
-    step: int
-    fitness: float
-    transfer: TransferEvent | None
-    checkpoint: CheckpointRef | None
-
-    @property
-    def accepted(self) -> bool:
-        """True if a donor's weights replaced the receiver's at this step."""
-        return self.transfer is not None and self.transfer.accepted
+RELATIONS_ATTR_PREFIX = "relations:"
+_SYNC_POLL_S = 0.2
 
 
 @dataclasses.dataclass
@@ -112,9 +52,7 @@ class _Shared:
     direction: str
     n_splits: int
     seed: int
-    splitter: BaseSplitter
-    n_samples: int
-    targets: np.ndarray | None
+    plan: SplitPlan
     store: CheckpointStore
     board: Blackboard
     manager: BaseTransferManager
@@ -122,62 +60,30 @@ class _Shared:
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+@dataclasses.dataclass
+class Explorer:
+    """A copy of a source split's model that trains on this split's data (AMTO).
 
+    Train ``model`` with ``optimizer`` (and step ``scheduler``) exactly like your own
+    model until the next report; the report decides whether it replaces yours.
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    keys = np_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        ("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda_states)
-
-
-def check_compatible(own: dict[str, torch.Tensor], donor: dict[str, torch.Tensor]) -> None:
-    """Raise ValueError naming the first tensor whose name or shape differs.
-
-    Args:
-        own: The receiver's ``state_dict()``.
-        donor: The donor's ``state_dict()``.
+    Attributes:
+        model: The explorer's model (same architecture, on the trial's device).
+        optimizer: Its optimizer, holding the source's optimizer state.
+        scheduler: Its LR scheduler, if the split has one.
+        source: The split whose weights it started from.
+        source_trial: That split's Optuna trial number.
+        source_step: The step at which the source published them.
+        lineage: Splits whose training data shaped its weights.
     """
-    for name in own:
-        if name not in donor:
-            raise ValueError(
-                f"The donor's weights have no tensor {name!r} that the receiver's model has; "
-                "every split must use the same architecture."
-            )
-        own_shape, donor_shape = tuple(own[name].shape), tuple(donor[name].shape)
-        if own_shape != donor_shape:
-            raise ValueError(
-                f"Tensor {name!r} has shape {donor_shape} in the donor but {own_shape} in the "
-                "receiver; every split must use the same architecture."
-            )
-    extra = [name for name in donor if name not in own]
-    if extra:
-        raise ValueError(
-            f"The donor's weights have tensor {extra[0]!r} that the receiver's model lacks; "
-            "every split must use the same architecture."
-        )
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    source: int
+    source_trial: int
+    source_step: int
+    lineage: list[int]
 
 
 class SplitTrial:
@@ -198,6 +104,9 @@ class SplitTrial:
                 opt = torch.optim.Adam(model.parameters())
                 for epoch in range(trial.restore(model, opt), 10):
                     train_one_epoch(model, opt, trial.train_indices)
+                    if trial.explorer is not None:  # only with AdaptiveTransfer
+                        train_one_epoch(trial.explorer.model, trial.explorer.optimizer,
+                                        trial.train_indices)
                     trial.report(trial.evaluate(model), epoch, model=model, optimizer=opt)
     """
 
@@ -216,7 +125,7 @@ class SplitTrial:
         self._attempt = attempt
         self._device = torch.device(device)
         self._resume_from = resume_from
-        self._train, self._valid = shared.splitter.split(shared.n_samples, split, shared.targets)
+        self._train, self._valid = shared.plan.split(split)
         self._model: torch.nn.Module | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._scheduler: Any = None
@@ -224,7 +133,12 @@ class SplitTrial:
         self._latest: CheckpointRef | None = None
         self._previous: CheckpointRef | None = None
         self._best: tuple[float, int, CheckpointRef] | None = None
+        self._best_lineage: list[int] = [split]
+        self._lineage: list[int] = [split]
+        self._relations: dict[int, float] = {}
+        self._explorer: Explorer | None = None
         self._last_step: int | None = None
+        self.selection_score: float | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -277,13 +191,28 @@ class SplitTrial:
         """Best score reported so far (after transfers), or None."""
         return None if self._best is None else self._best[0]
 
+    @property
+    def explorer(self) -> Explorer | None:
+        """The explorer to train until the next report (AdaptiveTransfer), or None."""
+        return self._explorer
+
+    @property
+    def relations(self) -> dict[int, float]:
+        """This split's learned relation score of each other split (AdaptiveTransfer)."""
+        return dict(self._relations)
+
+    @property
+    def lineage(self) -> list[int]:
+        """Splits whose training data shaped the current weights (own and inherited)."""
+        return list(self._lineage)
+
     def split_indices(self, split: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(train, valid)`` rows of any split of the study."""
-        return self._shared.splitter.split(self._shared.n_samples, split, self._shared.targets)
+        return self._shared.plan.split(split)
 
     def set_user_attr(self, key: str, value: Any) -> None:
         """Set a user attribute on the Optuna trial (shown in optuna-dashboard)."""
-        self._trial.set_user_attr(key, value)
+        retry_transient(self._trial.set_user_attr, key, value)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model: torch.nn.Module, indices: np.ndarray | None = None) -> float:
@@ -305,20 +234,11 @@ class SplitTrial:
     # ------------------------------------------------------------------ state
     def _capture(self) -> dict[str, Any]:
         assert self._model is not None
-        state: dict[str, Any] = {"model": copy.deepcopy(self._model.state_dict())}
-        if self._optimizer is not None:
-            state["optimizer"] = copy.deepcopy(self._optimizer.state_dict())
-        if self._scheduler is not None:
-            state["scheduler"] = copy.deepcopy(self._scheduler.state_dict())
-        return state
+        return capture_state(self._model, self._optimizer, self._scheduler)
 
     def _apply(self, state: dict[str, Any]) -> None:
         assert self._model is not None
-        self._model.load_state_dict(state["model"])
-        if self._optimizer is not None and "optimizer" in state:
-            self._optimizer.load_state_dict(state["optimizer"])
-        if self._scheduler is not None and "scheduler" in state:
-            self._scheduler.load_state_dict(state["scheduler"])
+        apply_state(state, self._model, self._optimizer, self._scheduler)
 
     def restore(
         self,
@@ -328,9 +248,10 @@ class SplitTrial:
     ) -> int:
         """Resume a retried split from its last good checkpoint.
 
-        Loads model, optimizer, scheduler and RNG state of the previous attempt's
-        latest checkpoint (falling back to the one before it, then the best one, if a
-        checkpoint is missing or corrupted) and returns the step to continue from.
+        Loads model, optimizer, scheduler and RNG state, the lineage and the relation
+        scores of the previous attempt's latest checkpoint (falling back to the one
+        before it, then the best one, if a checkpoint is missing or corrupted), and
+        carries the earlier curve and transfer log into this trial.
 
         Returns:
             The first step still to run: 0 for a fresh split.
@@ -353,12 +274,16 @@ class SplitTrial:
             check_compatible(model.state_dict(), state["model"])
             self._apply(state)
             if "rng" in state:
-                _set_rng_state(state["rng"])
+                set_rng_state(state["rng"])
             step = int(state["step"])
+            self._lineage = [int(s) for s in state.get("lineage", [self._split])]
+            self._relations = {int(k): float(v) for k, v in state.get("relations", {}).items()}
             self._latest = ref
             self._best = (record.best_fitness, record.best_step, record.best_checkpoint)
+            self._best_lineage = list(record.best_lineage or self._lineage)
             if record.best_step > step:  # the best came later than what we resume from
                 self._best = (float(state["fitness"]), step, ref)
+                self._best_lineage = list(self._lineage)
             self._last_step = step
             self._carry_history(record.trial_id, step)
             for other in candidates[:2]:
@@ -378,8 +303,10 @@ class SplitTrial:
                 retry_transient(storage.set_trial_intermediate_value, trial_id, past_step,
                                 past_value)  # fmt: skip
         for key, value in failed.user_attrs.items():
-            if key.startswith(TRANSFER_ATTR_PREFIX) and int(key.split(":")[1]) <= step:
-                retry_transient(storage.set_trial_user_attr, trial_id, key, value)
+            prefix = key.split(":", 1)[0] + ":"
+            if prefix in (TRANSFER_ATTR_PREFIX, RELATIONS_ATTR_PREFIX):
+                if int(key.split(":")[1]) <= step:
+                    retry_transient(storage.set_trial_user_attr, trial_id, key, value)
         retry_transient(storage.set_trial_system_attr, trial_id, "mto:resumed_from_step", step)
         retry_transient(self._trial.set_user_attr, "resumed_from_step", step)
 
@@ -423,19 +350,70 @@ class SplitTrial:
             return ReportResult(step, value, None, None)
         self._model, self._optimizer, self._scheduler = model, optimizer, scheduler
         fitness, event = value, None
-        if self._shared.manager.should_transfer(step) and self._shared.evaluate is not None:
-            event = self._try_transfer(step, value)
-            if event is not None and event.accepted:
-                fitness = event.after
+        manager = self._shared.manager
+        if manager.should_transfer(step) and self._shared.evaluate is not None:
+            records = self._read_board(step)
+            if manager.uses_explorer:
+                event = self._resolve_explorer(step, value)
+                if event is not None:
+                    fitness = event.after if event.accepted else value
+                self._new_explorer(step, fitness, records)
+            else:
+                event = self._try_transfer(step, value, records)
+                if event is not None and event.accepted:
+                    fitness = event.after
         ref = self._checkpoint(step, fitness)
         return ReportResult(step, fitness, event, ref)
 
-    def _try_transfer(self, step: int, value: float) -> TransferEvent | None:
+    def _read_board(self, step: int) -> dict[int, SplitRecord]:
+        """Read the K latest records; in synchronous mode wait for the others first."""
         shared = self._shared
         records = retry_transient(shared.board.read)
+        if not shared.manager.synchronous:
+            return records
+        deadline = time.monotonic() + shared.manager.sync_timeout
+        while time.monotonic() < deadline and not shared.stop.is_set():
+            waiting = [
+                k
+                for k in range(shared.n_splits)
+                if k != self._split
+                and not (k in records and (records[k].finished or records[k].step >= step))
+            ]
+            if not waiting:
+                return records
+            time.sleep(_SYNC_POLL_S)
+            records = retry_transient(shared.board.read)
+        _logger.warning(
+            "Split %d waited %.0f s at step %d; going on without splits that did not arrive.",
+            self._split, shared.manager.sync_timeout, step,
+        )  # fmt: skip
+        return records
+
+    def _context(self, step: int, value: float, records: dict[int, SplitRecord]) -> TransferContext:
         others = {k: r.fitness for k, r in records.items() if k != self._split}
-        rng = np.random.default_rng([shared.seed, self._split, step])
-        context = TransferContext(self._split, step, value, shared.direction, others, rng)
+        rng = np.random.default_rng([self._shared.seed, self._split, step])
+        return TransferContext(
+            self._split, step, value, self._shared.direction, others, rng, self._relations
+        )
+
+    def _load_donor(self, record: SplitRecord) -> dict[str, Any] | str:
+        """Return the donor's checkpoint content, or the reason it cannot be used."""
+        try:
+            state = retry_transient(
+                self._shared.store.load, record.checkpoint, map_location=self._device
+            )
+        except CheckpointError as err:
+            _logger.warning("Split %d skips donor split %d: %s", self._split, record.split, err)
+            return f"bad checkpoint: {err}"
+        assert self._model is not None
+        check_compatible(self._model.state_dict(), state["model"])
+        return state
+
+    def _try_transfer(
+        self, step: int, value: float, records: dict[int, SplitRecord]
+    ) -> TransferEvent | None:
+        shared = self._shared
+        context = self._context(step, value, records)
         donor = shared.manager.choose_donor(context)
         if donor is None:
             return None
@@ -444,21 +422,16 @@ class SplitTrial:
             return None  # already scored these exact weights
         self._tried.add(record.checkpoint.artifact_id)
 
-        def event(operator: str, after: float, accepted: bool, reason: str = "") -> TransferEvent:
+        def event(operator: str, after: float, accepted: bool, **extra: Any) -> TransferEvent:
             return TransferEvent(
                 step, self._split, donor, record.trial_number, record.step,
-                operator, value, after, accepted, reason,
+                operator, value, after, accepted, **extra,
             )  # fmt: skip
 
-        try:
-            donor_state = retry_transient(
-                shared.store.load, record.checkpoint, map_location=self._device
-            )
-        except CheckpointError as err:
-            _logger.warning("Split %d skips donor split %d: %s", self._split, donor, err)
-            return self._record(event("none", math.nan, False, f"bad checkpoint: {err}"))
+        donor_state = self._load_donor(record)
+        if isinstance(donor_state, str):
+            return self._record(event("none", math.nan, False, reason=donor_state))
         own = self._capture()
-        check_compatible(own["model"], donor_state["model"])
         best: tuple[str, float, dict[str, Any]] | None = None
         for label, candidate in shared.manager.candidates(own, donor_state, context):
             self._apply(candidate)
@@ -469,18 +442,86 @@ class SplitTrial:
             self._apply(own)
             return None
         accepted = shared.manager.accept(value, best[1], shared.direction)
-        self._apply(best[2] if accepted else own)
-        return self._record(event(best[0], best[1], accepted))
+        if not accepted:
+            self._apply(own)
+            return self._record(event(best[0], best[1], False))
+        chosen, hparams = best[2], {}
+        if "optimizer" in chosen and self._optimizer is not None:
+            explored, hparams = shared.manager.explore(chosen["optimizer"], context)
+            chosen = {**chosen, "optimizer": explored}
+        self._apply(chosen)
+        self._lineage = sorted(set(self._lineage) | set(record.lineage or [donor]))
+        return self._record(event(best[0], best[1], True, hparams=hparams))
+
+    def _resolve_explorer(self, step: int, value: float) -> TransferEvent | None:
+        """Judge the explorer trained since the last transfer step (AMTO)."""
+        explorer, self._explorer = self._explorer, None
+        if explorer is None:
+            return None
+        direction = self._shared.direction
+        score = self.evaluate(explorer.model)
+        source = explorer.source
+        self._relations[source] = update_relation(
+            self._relations.get(source, 0.0), value, score, direction
+        )
+        accepted = self._shared.manager.accept(value, score, direction)
+        if accepted:
+            self._apply(capture_state(explorer.model, explorer.optimizer, explorer.scheduler))
+            self._lineage = sorted(set(self._lineage) | set(explorer.lineage))
+        key = f"{RELATIONS_ATTR_PREFIX}{step:06d}"
+        scores = {str(k): round(v, 6) for k, v in sorted(self._relations.items())}
+        retry_transient(self._trial.set_user_attr, key, {"step": step, "scores": scores})
+        return self._record(
+            TransferEvent(
+                step,
+                self._split,
+                source,
+                explorer.source_trial,
+                explorer.source_step,
+                "explorer",
+                value,
+                score,
+                accepted,
+            )  # fmt: skip
+        )
+
+    def _new_explorer(self, step: int, fitness: float, records: dict[int, SplitRecord]) -> None:
+        """Start an explorer from a source drawn by relation score (AMTO)."""
+        for k in range(self._shared.n_splits):
+            if k != self._split:
+                self._relations.setdefault(k, 0.0)
+        context = self._context(step, fitness, records)
+        source = self._shared.manager.choose_donor(context)
+        if source is None:
+            return
+        record = records[source]
+        donor_state = self._load_donor(record)
+        if isinstance(donor_state, str):
+            return
+        assert self._model is not None
+        model, optimizer, scheduler = copy.deepcopy((self._model, self._optimizer, self._scheduler))
+        apply_state(donor_state, model, optimizer, scheduler)
+        lineage = sorted(set(self._lineage) | set(record.lineage or [source]))
+        self._explorer = Explorer(
+            model, optimizer, scheduler, source, record.trial_number, record.step, lineage
+        )
 
     def _record(self, event: TransferEvent) -> TransferEvent:
         key = f"{TRANSFER_ATTR_PREFIX}{event.step:06d}"
         retry_transient(self._trial.set_user_attr, key, event.to_dict())
         return event
 
+    # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, step: int, fitness: float) -> CheckpointRef:
         shared = self._shared
         state = self._capture()
-        state.update(step=step, fitness=fitness, rng=_rng_state())
+        state.update(
+            step=step,
+            fitness=fitness,
+            rng=get_rng_state(),
+            lineage=list(self._lineage),
+            relations={str(k): v for k, v in self._relations.items()},
+        )
         name = f"{shared.study_name}-split{self._split}-s{step}"
         ref = retry_transient(shared.store.save, state, name=name)
         stale = self._previous
@@ -491,6 +532,7 @@ class SplitTrial:
                 if stale_best not in (self._previous, self._latest):
                     retry_transient(shared.store.remove, stale_best.artifact_id)
             self._best = (fitness, step, ref)
+            self._best_lineage = list(self._lineage)
         if stale is not None and stale not in (self._best[2], self._previous, self._latest):
             retry_transient(shared.store.remove, stale.artifact_id)
         self._publish(step, fitness, finished=False)
@@ -510,6 +552,8 @@ class SplitTrial:
             best_step=self._best[1],
             best_checkpoint=self._best[2],
             finished=finished,
+            lineage=list(self._lineage),
+            best_lineage=list(self._best_lineage),
         )
         retry_transient(self._shared.board.publish, record)
 
@@ -518,11 +562,14 @@ class SplitTrial:
         """Score the split's best weights on every split's validation set.
 
         Called by ``optimize`` after the objective returns. Leaves the model holding
-        the best weights.
+        the best weights. Also records which share of each validation set those
+        weights have trained on (counting inherited weights), and their score on the
+        held-out selection set when the study has one.
 
         Returns:
             The K cross-split scores, or None if no model or evaluate function exists.
         """
+        self._explorer = None
         if self._model is None or self._best is None:
             return None
         best_fitness, best_step, best_ref = self._best
@@ -533,23 +580,33 @@ class SplitTrial:
             # Keep the weights in memory and make them the exported best, loadable again.
             _logger.warning("Split %d: best checkpoint unusable (%s); using the current "
                             "weights instead.", self._split, err)  # fmt: skip
-            state = self._capture()
             name = f"{self._shared.study_name}-split{self._split}-final"
-            best_ref = retry_transient(store.save, state, name=name)
+            best_ref = retry_transient(store.save, self._capture(), name=name)
             self._best = (best_fitness, best_step, best_ref)
+        plan = self._shared.plan
+        storage, trial_id = self._trial.storage, self._trial._trial_id
+        attrs: dict[str, Any] = {
+            "mto:best": {
+                "fitness": best_fitness,
+                "step": best_step,
+                "checkpoint": best_ref.to_dict(),
+            },
+            "mto:lineage": self._best_lineage,
+            "mto:overlap": plan.overlap(self._best_lineage),
+        }
         scores = None
         if self._shared.evaluate is not None:
-            scores = [
-                self.evaluate(self._model, self.split_indices(j)[1])
-                for j in range(self._shared.n_splits)
-            ]
-        storage, trial_id = self._trial.storage, self._trial._trial_id
-        best = {"fitness": best_fitness, "step": best_step, "checkpoint": best_ref.to_dict()}
-        retry_transient(storage.set_trial_system_attr, trial_id, "mto:best", best)
-        if scores is not None:
-            retry_transient(storage.set_trial_system_attr, trial_id, "mto:cross_scores", scores)
-            rounded = [round(s, 6) for s in scores]
-            retry_transient(self._trial.set_user_attr, "cross_split_scores", rounded)
+            scores = [self.evaluate(self._model, plan.split(j)[1]) for j in range(self.n_splits)]
+            attrs["mto:cross_scores"] = scores
+            retry_transient(self._trial.set_user_attr, "cross_split_scores",
+                            [round(s, 6) for s in scores])  # fmt: skip
+            if len(plan.selection):
+                selection = self.evaluate(self._model, plan.selection)
+                self.selection_score = selection
+                attrs["mto:selection_score"] = selection
+                retry_transient(self._trial.set_user_attr, "selection_score", selection)
+        for key, value in attrs.items():
+            retry_transient(storage.set_trial_system_attr, trial_id, key, value)
         self._publish(best_step if self._last_step is None else self._last_step,
                       best_fitness, finished=True)  # fmt: skip
         return scores

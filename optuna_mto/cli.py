@@ -119,12 +119,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
     study = _open(args)
-    try:
-        from optuna_mto.visualization import publish_to_dashboard
-    except ImportError:  # pragma: no cover - visualization is optional at runtime
-        publish_to_dashboard = None
-    if publish_to_dashboard is not None:
-        publish_to_dashboard(study)
+    from optuna_mto.visualization import refresh_dashboard
+
+    refresh_dashboard(study, force=True)  # logs a warning instead of failing
     storage = study.study._storage
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     optuna_dashboard.run_server(

@@ -147,18 +147,19 @@ def test_to_table(summary) -> None:
         "mean",
         "own",
         "xfer",
+        "seen",
     ]
-    assert lines[-1].startswith("valJ: best model of the split scored on split J's")
-    rows = [line.split() for line in lines[2:-1]]
+    assert lines[-2].startswith("valJ: best model of the split scored on split J's")
+    rows = [line.split() for line in lines[2:-2]]
     assert [row[1] for row in rows] == [str(s) for s in summary.ranking] + ["2"]
     by_split = {row[1]: row for row in rows}
     assert by_split["0"][7] == "0.7500"
     assert by_split["1"][7] == "0.6500"
     assert by_split["3"][7] == "0.9000"
     assert by_split["0"][3:7] == ["0.9000", "0.8000", "0.7000", "0.6000"]
-    assert by_split["0"][8:] == ["0.9100", "1/2"]
+    assert by_split["0"][8:] == ["0.9100", "1/2", "-"]
     assert by_split["1"][2] == "4"
-    assert by_split["2"] == ["-", "2", "-", "-", "-", "-", "-", "-", "-", "1/1"]
+    assert by_split["2"] == ["-", "2", "-", "-", "-", "-", "-", "-", "-", "1/1", "-"]
     assert [row[0] for row in rows] == ["1", "2", "3", "-"]
 
 
@@ -199,8 +200,8 @@ def test_empty_study(tmp_path) -> None:
     assert summary.best_split is None
     assert summary.complete is False
     assert summary.trial_numbers == [-1, -1]
-    rows = [line.split() for line in summary.to_table().splitlines()[2:-1]]
-    assert rows == [["-", str(s), "-", "-", "-", "-", "-", "0/0"] for s in range(2)]
+    rows = [line.split() for line in summary.to_table().splitlines()[2:-2]]
+    assert rows == [["-", str(s), "-", "-", "-", "-", "-", "0/0", "-"] for s in range(2)]
 
 
 def test_latest_split_trials_prefers_complete_then_latest(tmp_path) -> None:
@@ -214,3 +215,20 @@ def test_latest_split_trials_prefers_complete_then_latest(tmp_path) -> None:
     latest = latest_split_trials(study.get_trials())
     assert latest[1].number == 4
     assert latest[2].number == 7
+
+
+def test_overlap_and_selection_set_rank_the_models(tmp_path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    rows = {0: ([0.9, 0.9], [0.2, 0.8], 0.70), 1: ([0.8, 0.8], [1.0, 0.1], 0.75)}
+    for split, (cross, seen, selection) in rows.items():
+        trial = _trial(split, TrialState.COMPLETE, value=selection, cross=cross)
+        trial.system_attrs["mto:overlap"] = seen
+        trial.system_attrs["mto:selection_score"] = selection
+        study.add_trial(trial)
+    summary = CrossSplitSummary.from_study(study, 2)
+    assert summary.uses_selection
+    assert summary.ranking == [1, 0]  # selection score wins over the higher cross-split mean
+    assert list(summary.seen_share) == [0.8, 1.0]  # off-diagonal shares only
+    table = summary.to_table()
+    assert "select" in table.splitlines()[1] and "held-out selection set" in table
+    assert table.splitlines()[2].split()[-2:] == ["100%", "0.7500"]

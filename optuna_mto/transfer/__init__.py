@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna_mto.transfer._adaptive import AdaptiveTransfer, softmax_select, update_relation
 from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
+from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_state
+from optuna_mto.transfer._pbt import PBTTransfer, explore_value
 from optuna_mto.transfer._selection import (
     is_better,
     select_best,
@@ -18,21 +21,28 @@ from optuna_mto.transfer._selection import (
 )
 
 __all__ = [
+    "AdaptiveTransfer",
     "BaseTransferManager",
     "Candidate",
     "GreedyTransfer",
+    "InterpolateTransfer",
     "NoTransfer",
+    "PBTTransfer",
     "TransferContext",
+    "explore_value",
     "from_params",
+    "interpolate_state",
     "is_better",
     "select_best",
     "select_tournament",
     "select_uniform",
+    "softmax_select",
+    "update_relation",
 ]
 
 _BUILTIN: dict[str, type[BaseTransferManager]] = {
-    "GreedyTransfer": GreedyTransfer,
-    "NoTransfer": NoTransfer,
+    cls.__name__: cls
+    for cls in (AdaptiveTransfer, GreedyTransfer, InterpolateTransfer, NoTransfer, PBTTransfer)
 }
 
 

@@ -26,6 +26,8 @@ class TransferContext:
         direction: ``"maximize"`` or ``"minimize"``.
         others: Latest published fitness of every other split, by split index.
         rng: Generator seeded from (study seed, receiver, step): replayable.
+        relations: The receiver's learned relation score of each other split
+            (adaptive strategies; empty otherwise).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class TransferContext:
         direction: str,
         others: Mapping[int, float],
         rng: np.random.Generator,
+        relations: Mapping[int, float] | None = None,
     ) -> None:
         self.receiver = receiver
         self.step = step
@@ -43,6 +46,7 @@ class TransferContext:
         self.direction = direction
         self.others = others
         self.rng = rng
+        self.relations = relations or {}
 
 
 class BaseTransferManager(abc.ABC):
@@ -55,22 +59,47 @@ class BaseTransferManager(abc.ABC):
     receiver's own validation set, applying or discarding them).
 
     Subclasses implement :meth:`choose_donor`; they may override :meth:`candidates`
-    (the transfer operator) and :meth:`accept` (the acceptance rule), and must
-    return their constructor arguments from :meth:`get_params` so that every worker
-    of a study rebuilds the same manager.
+    (the transfer operator), :meth:`accept` (the acceptance rule) and :meth:`explore`
+    (what to change after an accepted transfer), and must return their constructor
+    arguments from :meth:`get_params` so that every worker of a study rebuilds the
+    same manager.
+
+    Transfers are asynchronous by default: a split uses whatever the others have
+    published so far and never waits. With ``synchronous=True`` a split waits at each
+    transfer step until every other unfinished split has reached that step, at most
+    ``sync_timeout`` seconds (so a crashed split never blocks the rest); this needs
+    all K splits running at once (``n_jobs >= n_splits``).
     """
 
-    def __init__(self, *, interval: int = 1, warmup: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        interval: int = 1,
+        warmup: int = 1,
+        synchronous: bool = False,
+        sync_timeout: float = 300.0,
+    ) -> None:
         for name, value, low in (("interval", interval, 1), ("warmup", warmup, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, but got {name}={value!r}.")
+        if isinstance(sync_timeout, bool) or not isinstance(sync_timeout, (int, float)):
+            raise ValueError(f"sync_timeout must be a number > 0, but got {sync_timeout=}.")
+        if sync_timeout <= 0:
+            raise ValueError(f"sync_timeout must be a number > 0, but got {sync_timeout=}.")
         self.interval = interval
         self.warmup = warmup
+        self.synchronous = bool(synchronous)
+        self.sync_timeout = float(sync_timeout)
 
     @property
     def enabled(self) -> bool:
         """False for managers that never transfer."""
         return True
+
+    @property
+    def uses_explorer(self) -> bool:
+        """True for strategies that train an explorer copy between transfer steps."""
+        return False
 
     def should_transfer(self, step: int) -> bool:
         """Return True at the report steps where a transfer is considered.
@@ -93,6 +122,27 @@ class BaseTransferManager(abc.ABC):
         """Return True to keep a candidate scoring ``after`` over the own ``before``."""
         return is_better(after, before, direction)
 
+    def explore(
+        self, optimizer_state: dict[str, Any], context: TransferContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Change hyperparameters after an accepted transfer (default: nothing).
+
+        Args:
+            optimizer_state: The accepted optimizer ``state_dict``.
+            context: The transfer context (its ``rng`` makes the change replayable).
+
+        Returns:
+            The optimizer state to apply, and a JSON record of what changed.
+        """
+        return optimizer_state, {}
+
     def get_params(self) -> dict[str, Any]:
         """Return the JSON-serialisable constructor arguments, with the class name."""
-        return {"name": type(self).__name__, "interval": self.interval, "warmup": self.warmup}
+        params: dict[str, Any] = {
+            "name": type(self).__name__,
+            "interval": self.interval,
+            "warmup": self.warmup,
+        }
+        if self.synchronous:
+            params.update(synchronous=True, sync_timeout=self.sync_timeout)
+        return params

@@ -36,6 +36,9 @@ class GreedyTransfer(BaseTransferManager):
             receiver's own (saves an evaluation when no donor looks better).
         copy_optimizer: Also take the donor's optimizer (and LR scheduler) state.
         tournament_size: Number of splits drawn by the ``"tournament"`` rule.
+        synchronous: Wait for the other splits at each transfer step (see
+            :class:`BaseTransferManager`).
+        sync_timeout: Longest wait in seconds in synchronous mode.
     """
 
     def __init__(
@@ -47,8 +50,12 @@ class GreedyTransfer(BaseTransferManager):
         only_better: bool = True,
         copy_optimizer: bool = True,
         tournament_size: int = 2,
+        synchronous: bool = False,
+        sync_timeout: float = 300.0,
     ) -> None:
-        super().__init__(interval=interval, warmup=warmup)
+        super().__init__(
+            interval=interval, warmup=warmup, synchronous=synchronous, sync_timeout=sync_timeout
+        )
         if donor not in _DONOR_RULES:
             raise ValueError(f"donor must be one of {_DONOR_RULES}, but got donor={donor!r}.")
         if isinstance(tournament_size, bool) or not isinstance(tournament_size, int):

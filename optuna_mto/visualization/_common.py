@@ -1,4 +1,4 @@
-"""Helpers shared by the figures: the splits' trials, their transfer events, colours."""
+"""Helpers shared by the figures: the splits' trials, hover texts, colours."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
 from optuna_mto._summary import latest_split_trials
-from optuna_mto._trial import TRANSFER_ATTR_PREFIX, TransferEvent
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto import MTOStudy, TransferEvent
 
 __all__ = [
     "empty_figure",
     "event_hover",
     "split_color",
-    "split_events",
     "split_trials",
 ]
 
@@ -30,16 +28,6 @@ def split_trials(study: MTOStudy) -> dict[int, FrozenTrial]:
     """Return each split's current trial (its completed run, else its latest), by split."""
     trials = latest_split_trials(study.study.get_trials(deepcopy=False))
     return {split: trials[split] for split in sorted(trials)}
-
-
-def split_events(trial: FrozenTrial) -> list[TransferEvent]:
-    """Return the transfer attempts recorded on ``trial``, by step."""
-    events = [
-        TransferEvent.from_dict(value)
-        for key, value in trial.user_attrs.items()
-        if key.startswith(TRANSFER_ATTR_PREFIX)
-    ]
-    return sorted(events, key=lambda e: e.step)
 
 
 def split_color(split: int) -> str:

@@ -10,7 +10,6 @@ from optuna_mto.visualization._common import (
     empty_figure,
     event_hover,
     split_color,
-    split_events,
     split_trials,
 )
 
@@ -43,8 +42,6 @@ def plot_fitness(study: MTOStudy) -> go.Figure:
     if not any(t.intermediate_values for t in trials.values()):
         return empty_figure(title, "no split has reported yet")
     figure = go.Figure()
-    kept: list = []
-    rejected: list = []
     for split, trial in trials.items():
         steps = sorted(trial.intermediate_values)
         figure.add_trace(
@@ -63,26 +60,27 @@ def plot_fitness(study: MTOStudy) -> go.Figure:
                 ),
             )
         )
-        for event in split_events(trial):
-            (kept if event.accepted else rejected).append(event)
-    for name, events, symbol in (
+    events = [e for e in study.transfers() if e.receiver in trials]
+    kept = [e for e in events if e.accepted]
+    rejected = [e for e in events if not e.accepted]
+    for name, group, symbol in (
         ("transfer kept", kept, "star"),
         ("transfer rejected", rejected, "x"),
     ):
         figure.add_trace(
             go.Scatter(
-                x=[e.step for e in events],
-                y=[e.after if e.accepted else e.before for e in events],
+                x=[e.step for e in group],
+                y=[e.after if e.accepted else e.before for e in group],
                 mode="markers",
                 name=name,
                 marker={
                     "symbol": symbol,
                     "size": 13 if symbol == "star" else 10,
-                    "color": [split_color(e.receiver) for e in events],
+                    "color": [split_color(e.receiver) for e in group],
                     "line": {"width": 1, "color": "black"},
                 },
-                customdata=[[e.receiver, e.donor, e.before, e.after] for e in events],
-                hovertext=[event_hover(e) for e in events],
+                customdata=[[e.receiver, e.donor, e.before, e.after] for e in group],
+                hovertext=[event_hover(e) for e in group],
                 hoverinfo="text",
             )
         )

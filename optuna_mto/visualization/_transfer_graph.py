@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from optuna_mto.visualization._common import split_color, split_events, split_trials
+from optuna_mto.visualization._common import split_color
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["plot_transfer_graph", "transfer_counts"]
 
 _OFFSET = 0.05  # sideways shift of an arrow, so that a->b and b->a do not overlap
+_LABEL_AT = 0.62  # where along an arrow its kept/tried label sits
 
 
 def transfer_counts(study: MTOStudy) -> dict[tuple[int, int], tuple[int, int, int]]:
@@ -33,14 +34,13 @@ def transfer_counts(study: MTOStudy) -> dict[tuple[int, int], tuple[int, int, in
     kept: Counter[tuple[int, int]] = Counter()
     tried: Counter[tuple[int, int]] = Counter()
     skipped: Counter[tuple[int, int]] = Counter()
-    for trial in split_trials(study).values():
-        for event in split_events(trial):
-            pair = (event.donor, event.receiver)
-            if math.isnan(event.after):
-                skipped[pair] += 1
-                continue
-            tried[pair] += 1
-            kept[pair] += int(event.accepted)
+    for event in study.transfers():
+        pair = (event.donor, event.receiver)
+        if math.isnan(event.after):
+            skipped[pair] += 1
+            continue
+        tried[pair] += 1
+        kept[pair] += int(event.accepted)
     pairs = sorted(set(tried) | set(skipped))
     return {p: (kept[p], tried[p], skipped[p]) for p in pairs}
 
@@ -57,7 +57,7 @@ def plot_transfer_graph(study: MTOStudy) -> go.Figure:
 
     The K splits are nodes on a circle (trace ``"splits"``). Each (donor, receiver)
     pair with attempts is an arrow from donor to receiver, wider the more attempts it
-    has, faint when none was kept, labelled ``"kept/tried"`` at its middle. The
+    has, faint when none was kept, labelled ``"kept/tried"`` near its head. The
     counts are also the data of the (invisible, hoverable) trace ``"transfers"``:
     its ``text`` is the labels and its ``customdata`` rows are
     ``[donor, receiver, kept, tried, skipped]`` (see :func:`transfer_counts`); the
@@ -90,8 +90,9 @@ def plot_transfer_graph(study: MTOStudy) -> go.Figure:
             arrowcolor=split_color(donor), opacity=0.35 + 0.65 * (kept > 0),
             standoff=22, startstandoff=22, text="",
         )  # fmt: skip
-        label_x.append((x0 + x1) / 2 + 2 * nx)
-        label_y.append((y0 + y1) / 2 + 2 * ny)
+        # Nearer the receiver than the middle: crossing diagonals keep their labels apart.
+        label_x.append(x0 + _LABEL_AT * (x1 - x0) + 1.5 * nx)
+        label_y.append(y0 + _LABEL_AT * (y1 - y0) + 1.5 * ny)
         label_text.append(f"{kept}/{tried}")
         label_data.append([donor, receiver, kept, tried, skipped])
         hover = f"split {donor} → split {receiver}: {kept} kept of {tried} tried"

@@ -1,0 +1,93 @@
+"""Capturing, applying and checking the training state that checkpoints carry."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["apply_state", "capture_state", "check_compatible", "get_rng_state", "set_rng_state"]
+
+
+def capture_state(model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None) -> dict:
+    """Return a deep copy of the model's (and optimizer's, scheduler's) state dicts."""
+    state: dict[str, Any] = {"model": copy.deepcopy(model.state_dict())}
+    if optimizer is not None:
+        state["optimizer"] = copy.deepcopy(optimizer.state_dict())
+    if scheduler is not None:
+        state["scheduler"] = copy.deepcopy(scheduler.state_dict())
+    return state
+
+
+def apply_state(
+    state: dict[str, Any], model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None
+) -> None:
+    """Load ``state`` (from :func:`capture_state` or a checkpoint) into the objects given."""
+    model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Return the torch, CUDA, Python and NumPy global RNG states as tensors and ints."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states saved by :func:`get_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        ("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def check_compatible(own: dict[str, torch.Tensor], donor: dict[str, torch.Tensor]) -> None:
+    """Raise ValueError naming the first tensor whose name or shape differs.
+
+    Args:
+        own: The receiver's ``state_dict()``.
+        donor: The donor's ``state_dict()``.
+    """
+    for name in own:
+        if name not in donor:
+            raise ValueError(
+                f"The donor's weights have no tensor {name!r} that the receiver's model has; "
+                "every split must use the same architecture."
+            )
+        own_shape, donor_shape = tuple(own[name].shape), tuple(donor[name].shape)
+        if own_shape != donor_shape:
+            raise ValueError(
+                f"Tensor {name!r} has shape {donor_shape} in the donor but {own_shape} in the "
+                "receiver; every split must use the same architecture."
+            )
+    extra = [name for name in donor if name not in own]
+    if extra:
+        raise ValueError(
+            f"The donor's weights have tensor {extra[0]!r} that the receiver's model lacks; "
+            "every split must use the same architecture."
+        )
