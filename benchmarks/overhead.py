@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import optuna_mto  # noqa: E402
 from mnist import load_mnist, make_cnn, make_optimizer  # noqa: E402
+
+import optuna_mto  # noqa: E402
 from optuna_mto.transfer import NoTransfer  # noqa: E402
 
 

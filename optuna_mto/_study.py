@@ -253,6 +253,10 @@ class MTOStudy:
                 "float, or create the study with transfer=optuna_mto.transfer.NoTransfer()."
             )
         n_samples, targets = self._bind_dataset(dataset, targets)
+        _, plan, running = self._work_left()
+        if not plan and not running:
+            _logger.info("Study %r has no split left to run.", self.study_name)
+            return
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         workers = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -392,32 +396,40 @@ class MTOStudy:
         stale, they are marked failed, and this worker resumes them.
         """
         heartbeat_s = self._open_kwargs.get("heartbeat_interval")
-        orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
-        backend = getattr(self.study._storage, "_backend", self.study._storage)
         while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry_transient(optuna.storages.fail_stale_trials, self.study)
-            latest = retry_transient(self._claims.latest)
-            states = {
-                c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
-                for c in latest.values()
-                if c.trial_id is not None
-            }
-            plan = plan_next_claim(
-                self.n_splits, latest, states, self.config.max_retries, orphan_after
-            )
+            latest, plan, running = self._work_left()
             for split, attempt in plan:
                 if retry_transient(self._claims.try_claim, split, attempt, worker):
                     return split, attempt, latest.get(split)
-            running = [
-                c
-                for c in latest.values()
-                if c.trial_id is None or states[c.trial_id] == TrialState.RUNNING
-            ]
             if not running or heartbeat_s is None:
                 return None
-            time.sleep(min(5.0, float(heartbeat_s)))
+            time.sleep(min(2.0, float(heartbeat_s)))
+
+    def _work_left(self) -> tuple[dict[int, SplitClaim], list[tuple[int, int]], int]:
+        """Return the latest claims, the claimable (split, attempt) pairs, the running count.
+
+        Trials whose heartbeat went stale are marked failed first, so they count as
+        claimable (for a retry), not as running.
+        """
+        heartbeat_s = self._open_kwargs.get("heartbeat_interval")
+        orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
+        backend = getattr(self.study._storage, "_backend", self.study._storage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry_transient(optuna.storages.fail_stale_trials, self.study)
+        latest = retry_transient(self._claims.latest)
+        states = {
+            c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
+            for c in latest.values()
+            if c.trial_id is not None
+        }
+        plan = plan_next_claim(self.n_splits, latest, states, self.config.max_retries, orphan_after)
+        running = sum(
+            1
+            for c in latest.values()
+            if c.trial_id is None or states[c.trial_id] == TrialState.RUNNING
+        )
+        return latest, plan, running
 
     def _run_split(
         self,

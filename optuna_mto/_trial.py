@@ -540,14 +540,15 @@ class SplitTrial:
 
     def _publish(self, step: int, fitness: float, *, finished: bool) -> None:
         assert self._latest is not None and self._best is not None
+        # A finished split offers its best weights (and their score) to the others.
         record = SplitRecord(
             split=self._split,
             trial_id=self._trial._trial_id,
             trial_number=self._trial.number,
-            step=step,
-            fitness=fitness,
-            checkpoint=self._latest,
-            previous_checkpoint=self._previous,
+            step=self._best[1] if finished else step,
+            fitness=self._best[0] if finished else fitness,
+            checkpoint=self._best[2] if finished else self._latest,
+            previous_checkpoint=None if finished else self._previous,
             best_fitness=self._best[0],
             best_step=self._best[1],
             best_checkpoint=self._best[2],
@@ -607,6 +608,8 @@ class SplitTrial:
                 retry_transient(self._trial.set_user_attr, "selection_score", selection)
         for key, value in attrs.items():
             retry_transient(storage.set_trial_system_attr, trial_id, key, value)
-        self._publish(best_step if self._last_step is None else self._last_step,
-                      best_fitness, finished=True)  # fmt: skip
+        self._publish(best_step, best_fitness, finished=True)
+        for ref in (self._latest, self._previous):  # only the best is needed from now on
+            if ref is not None and ref != best_ref:
+                retry_transient(store.remove, ref.artifact_id)
         return scores

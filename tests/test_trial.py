@@ -50,20 +50,29 @@ def test_sql_statements_per_report_do_not_grow_with_steps(storage_url, study_nam
 def test_checkpoints_on_disk_stay_bounded(study_name, tmp_path):
     study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
 
+    folder = tmp_path / "home" / "artifacts" / study_name
+    peak = []
+
     def objective(trial):
         model = tiny_mlp()
         for step in range(12):
             # Improving then worsening scores: best, previous and latest are all distinct.
             value = step / 10 if step < 6 else 0.45 - step / 100
             trial.report(value, step, model=model)
+            peak.append(len(list(folder.iterdir())) - trial.split)  # minus finished splits
+            for ref in (study.records()[trial.split].checkpoint,
+                        study.records()[trial.split].previous_checkpoint,
+                        study.records()[trial.split].best_checkpoint):  # fmt: skip
+                if ref is not None:
+                    study.checkpoint_store.load(ref)  # every published reference loads
 
     study.optimize(objective, dataset=100, evaluate=_constant_evaluate)
-    files = list((tmp_path / "home" / "artifacts" / study_name).iterdir())
-    assert 0 < len(files) <= 3 * 2
+    assert max(peak) == 3  # latest, previous and best of the running split
+    assert len(list(folder.iterdir())) == 2  # a finished split keeps only its best
     for record in study.records().values():
-        assert record.best_step == 5
-        for ref in (record.checkpoint, record.previous_checkpoint, record.best_checkpoint):
-            study.checkpoint_store.load(ref)  # every published reference is loadable
+        assert record.finished and record.best_step == record.step == 5
+        assert record.checkpoint == record.best_checkpoint
+        study.checkpoint_store.load(record.best_checkpoint)
 
 
 def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(study_name, tmp_path):

@@ -17,7 +17,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "pip install 'optuna-mto[lightning]' (or pip install 'pytorch-lightning>=2.4')."
     ) from err
 
-from optuna_mto._trial import ReportResult, SplitTrial
+from optuna_mto._events import ReportResult
+from optuna_mto._trial import SplitTrial
 
 __all__ = ["MTOCallback", "trainer_device_kwargs"]
 
@@ -183,3 +184,14 @@ class MTOCallback(pl.Callback):
         )
         self._last_step = step
         self.results.append(result)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Warn when training ended without a single report (validation never ran)."""
+        if not self.results and self._last_step is None:
+            warnings.warn(
+                f"Split {self.trial.split}: training ended but MTOCallback reported nothing, "
+                "so the split has no checkpoint or score; make sure validation runs during "
+                "fit (a validation dataloader, limit_val_batches > 0, "
+                "check_val_every_n_epoch <= max_epochs).",
+                stacklevel=2,
+            )

@@ -1,0 +1,244 @@
+"""MTOCallback: a real pl.Trainer per split, transfers applied in place, resumed retries."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pl = pytest.importorskip("pytorch_lightning")
+
+import optuna_mto  # noqa: E402
+from optuna_mto.integration import MTOCallback, trainer_device_kwargs  # noqa: E402
+from optuna_mto.transfer import GreedyTransfer  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*LeafSpec.*"),
+    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
+    pytest.mark.filterwarnings("ignore:.*number of training batches.*"),
+]
+MAX_EPOCHS = 3
+
+
+class LitDigits(pl.LightningModule):
+    """A 64-32-10 MLP on sklearn digits."""
+
+    def __init__(self, lr: float, fail_at_epoch: int | None = None) -> None:
+        super().__init__()
+        self.lr = lr
+        self.fail_at_epoch = fail_at_epoch
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        self.epochs_started: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        acc = (self(x).argmax(1) == y).float().mean()
+        self.log("val_acc", acc, on_epoch=True, prog_bar=False)
+
+    def on_train_epoch_start(self) -> None:
+        self.epochs_started.append(self.current_epoch)
+        if self.current_epoch == self.fail_at_epoch:
+            raise RuntimeError(f"simulated crash at epoch {self.current_epoch}")
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 2)}
+
+
+def _loader(x, y, rows, shuffle: bool) -> torch.utils.data.DataLoader:
+    rows = torch.as_tensor(rows)
+    data = torch.utils.data.TensorDataset(x[rows], y[rows])
+    return torch.utils.data.DataLoader(data, batch_size=64, shuffle=shuffle)
+
+
+class DigitsObjective:
+    """Split 0 learns (lr 0.1); split 1 never moves on its own (lr 0)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, fail_split: int | None = None) -> None:
+        self.x, self.y = x, y
+        self.fail_split = fail_split
+        self.callbacks: dict[tuple[int, int], MTOCallback] = {}
+        self.modules: dict[tuple[int, int], LitDigits] = {}
+
+    def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
+        rows = torch.as_tensor(indices)
+        return float((model(self.x[rows]).argmax(1) == self.y[rows]).float().mean())
+
+    def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        torch.manual_seed(trial.split)
+        fail = 2 if trial.split == self.fail_split and trial.attempt == 0 else None
+        module = LitDigits(lr=0.1 if trial.split == 0 else 0.0, fail_at_epoch=fail)
+        callback = MTOCallback(trial, monitor="val_acc")
+        self.callbacks[trial.split, trial.attempt] = callback
+        self.modules[trial.split, trial.attempt] = module
+        trainer = pl.Trainer(
+            max_epochs=MAX_EPOCHS,
+            callbacks=[callback],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            **trainer_device_kwargs(trial),
+        )
+        train = _loader(self.x, self.y, trial.train_indices, shuffle=True)
+        valid = _loader(self.x, self.y, trial.valid_indices, shuffle=False)
+        trainer.fit(module, train, valid)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning():
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _study(tmp_path, study_name: str) -> optuna_mto.MTOStudy:
+    return optuna_mto.create_study(
+        study_name=study_name,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        n_splits=2,
+        seed=0,
+        transfer=GreedyTransfer(interval=1, warmup=1),
+        heartbeat_interval=None,
+    )
+
+
+def test_lightning_splits_complete_report_every_epoch_and_accept_a_transfer(
+    tmp_path, study_name, digits
+):
+    x, y = digits
+    study = _study(tmp_path, study_name)
+    objective = DigitsObjective(x, y)
+    study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+
+    trials = study.study.get_trials()
+    assert len(trials) == 2
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    for trial in trials:  # one intermediate value per epoch, sanity check not reported
+        assert sorted(trial.intermediate_values) == list(range(MAX_EPOCHS))
+    assert study.summary().complete
+
+    events = study.transfers()
+    kept = [e for e in events if e.accepted]
+    assert kept and kept[0].receiver == 1 and kept[0].donor == 0 and kept[0].step == 1
+
+    # The transfer was applied to split 1's module in place: split 1 (lr 0 on its own)
+    # holds split 0's weights after step 1, so its score at step 2 is at the donor's level.
+    values = {t.params["split"]: t.intermediate_values for t in trials}
+    assert values[1][0] == values[1][1] < 0.5 < values[1][2]
+    callback = objective.callbacks[1, 0]
+    assert callback.accepted_transfers >= 1 and callback.results[1].accepted
+    module = objective.modules[1, 0]
+    assert objective.evaluate(module, study.splits(len(x))[1][1]) > 0.5
+
+
+def test_a_retried_lightning_split_resumes_after_its_last_report(tmp_path, study_name, digits):
+    x, y = digits
+    study = _study(tmp_path, study_name)
+    objective = DigitsObjective(x, y, fail_split=1)
+    with pytest.raises(RuntimeError, match="simulated crash at epoch 2"):
+        study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+    assert objective.modules[1, 0].epochs_started == [0, 1, 2]
+
+    study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+    retried = objective.modules[1, 1]
+    assert retried.epochs_started == [2]  # epochs 0 and 1 came back from the checkpoint
+    trials = [t for t in study.study.get_trials() if t.params["split"] == 1]
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert [r.step for r in objective.callbacks[1, 1].results] == [2]
+    assert max(trials[1].intermediate_values) == 2
+    assert study.summary().complete
+
+
+def test_callback_checks_its_arguments(tmp_path, study_name, digits):
+    with pytest.raises(TypeError, match="SplitTrial"):
+        MTOCallback(object(), monitor="val_acc")
+
+    x, y = digits
+    study = _study(tmp_path, study_name)
+
+    def objective(trial):
+        with pytest.raises(ValueError, match="step must be one of"):
+            MTOCallback(trial, step="batch")
+        module = LitDigits(lr=0.1)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            callbacks=[MTOCallback(trial, monitor="val_loss")],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+        )
+        rows = trial.train_indices
+        trainer.fit(module, _loader(x, y, rows, True), _loader(x, y, trial.valid_indices, False))
+
+    with pytest.raises(KeyError, match="monitors 'val_loss'.*val_acc"):
+        study.optimize(objective, dataset=(x, y), evaluate=DigitsObjective(x, y).evaluate)
+
+
+def test_without_lightning_the_import_error_says_how_to_install(monkeypatch):
+    import optuna_mto.integration as integration
+
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+    monkeypatch.delitem(sys.modules, "optuna_mto.integration._lightning")
+    monkeypatch.delitem(vars(integration), "MTOCallback")
+    with pytest.raises(ImportError, match=r"pip install 'optuna-mto\[lightning\]'"):
+        integration.MTOCallback  # noqa: B018 - the lazy attribute access is the test
+
+
+@pytest.mark.parametrize("step", ["epoch", "global_step"])
+def test_validation_twice_per_epoch(tmp_path, study_name, digits, step):
+    x, y = digits
+    study = optuna_mto.create_study(
+        study_name=study_name,
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        n_splits=2,
+        transfer=optuna_mto.transfer.NoTransfer(),
+        heartbeat_interval=None,
+    )
+    callbacks = {}
+
+    def objective(trial):
+        callbacks[trial.split] = callback = MTOCallback(trial, monitor="val_acc", step=step)
+        trainer = pl.Trainer(
+            max_epochs=2,
+            val_check_interval=0.5,
+            callbacks=[callback],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+        )
+        train = _loader(x, y, trial.train_indices, True)
+        trainer.fit(LitDigits(lr=0.1), train, _loader(x, y, trial.valid_indices, False))
+
+    evaluate = DigitsObjective(x, y).evaluate
+    if step == "epoch":
+        with pytest.warns(UserWarning, match="step='global_step'") as record:
+            study.optimize(objective, dataset=(x, y), evaluate=evaluate)
+        assert len([w for w in record if "already reported" in str(w.message)]) == 2  # once each
+        expected = [0, 1]
+    else:
+        study.optimize(objective, dataset=(x, y), evaluate=evaluate)
+        batches = len(_loader(x, y, study.splits(len(x))[0][0], True))
+        steps = [r.step for r in callbacks[0].results]
+        assert len(steps) == 4 and steps == sorted(set(steps))  # every validation reported
+        assert steps[-1] in (2 * batches - 1, 2 * batches)  # Lightning's global step
+        expected = steps
+    assert [r.step for r in callbacks[0].results] == expected
+    trial = next(t for t in study.study.get_trials() if t.params["split"] == 0)
+    assert sorted(trial.intermediate_values) == expected
