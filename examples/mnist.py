@@ -91,7 +91,7 @@ def main() -> None:
         load_if_exists=True,
     )
     start = time.perf_counter()
-    study.optimize(trainer, n_jobs=args.n_jobs)
+    study.optimize(trainer, n_jobs=args.n_jobs, show_progress=True)
     elapsed = time.perf_counter() - start
 
     summary = study.summary()

@@ -34,6 +34,9 @@ class SplitRecord:
         time: Unix time of publication.
         lineage: Splits whose training data shaped the current weights.
         best_lineage: The same for the best weights.
+        tried: Transfers this run has scored so far.
+        accepted: Transfers this run has kept so far.
+        total_steps: Steps the split expects to report (for progress), if known.
     """
 
     split: int
@@ -50,6 +53,9 @@ class SplitRecord:
     time: float = dataclasses.field(default_factory=time.time)
     lineage: list[int] | None = None
     best_lineage: list[int] | None = None
+    tried: int = 0
+    accepted: int = 0
+    total_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

@@ -176,6 +176,7 @@ class ProgressView:
         self._last_draw = -math.inf
         self._dirty = False
         self._printed: dict[int, float] = {}  # split -> clock time of its last log line
+        self._printed_step: dict[int, int] = {}  # split -> step of its last log line
         self._pending: set[int] = set()  # splits whose latest state has no log line yet
         self._closed = False
 
@@ -228,6 +229,8 @@ class ProgressView:
                 if row.done or now - self._last_draw >= self.refresh_s:
                     self._redraw(now)
                 return
+            if self._printed_step.get(split) == step:
+                return  # nothing new to say (the monitor polls more often than steps come)
             last = self._printed.get(split)
             if last is None or row.done or now - last >= self.log_interval_s:
                 self._log(row, now)
@@ -272,4 +275,5 @@ class ProgressView:
         self._stream.write(render_lines([row], now)[0] + "\n")
         self._stream.flush()
         self._printed[row.split] = now
+        self._printed_step[row.split] = row.step
         self._pending.discard(row.split)

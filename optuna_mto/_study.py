@@ -29,6 +29,7 @@ from optuna_mto._claims import ClaimTable, SplitClaim, plan_next_claim
 from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
+from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
 from optuna_mto._splits import dataset_fingerprint, make_splitter
@@ -214,6 +215,8 @@ class MTOStudy:
         executor: str = "auto",
         devices: Sequence[str | torch.device] | None = None,
         timeout: float | None = None,
+        show_progress: bool = False,
+        dashboard: bool = True,
     ) -> None:
         """Run every split that is not complete yet, then return.
 
@@ -236,6 +239,10 @@ class MTOStudy:
             devices: Devices to spread workers over; default: one GPU each, or CPU.
             timeout: Claim no new split once this many seconds have passed (a running
                 split is never interrupted; each worker runs at least one split).
+            show_progress: Show a live view per split (step, fitness, transfers, ETA)
+                on a terminal, or a log line per split now and then otherwise.
+            dashboard: Keep optuna-dashboard's custom figures and study note up to
+                date while the study runs (if optuna-dashboard is installed).
         """
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
@@ -260,12 +267,13 @@ class MTOStudy:
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         workers = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
-        if mode == "inline":
-            self._worker_loop(objective, evaluate, n_samples, targets, workers[0], deadline)
-        elif mode == "thread":
-            self._run_threads(objective, evaluate, n_samples, targets, workers, deadline)
-        else:
-            self._run_processes(objective, evaluate, dataset, targets, workers, timeout)
+        with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
+            if mode == "inline":
+                self._worker_loop(objective, evaluate, n_samples, targets, workers[0], deadline)
+            elif mode == "thread":
+                self._run_threads(objective, evaluate, n_samples, targets, workers, deadline)
+            else:
+                self._run_processes(objective, evaluate, dataset, targets, workers, timeout)
 
     def _run_threads(
         self,
@@ -593,7 +601,7 @@ def _process_main(
     )
     study.optimize(
         objective, dataset=dataset, targets=targets, evaluate=evaluate,
-        n_jobs=1, executor="auto", devices=[device], timeout=timeout,
+        n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
     )  # fmt: skip
 
 

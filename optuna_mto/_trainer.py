@@ -174,6 +174,7 @@ class SupervisedTrainer:
         own model) and ``explorer_epochs`` (extra epochs spent on AMTO explorers).
         """
         self._explorer_epochs = 0
+        trial.set_total_steps(self.epochs)
         model = self.build_model(trial.split, trial.device)
         optimizer = self.optimizer_fn(model.parameters())
         scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn else None

@@ -138,6 +138,9 @@ class SplitTrial:
         self._relations: dict[int, float] = {}
         self._explorer: Explorer | None = None
         self._last_step: int | None = None
+        self._tried_count = 0
+        self._accepted_count = 0
+        self._total_steps: int | None = None
         self.selection_score: float | None = None
 
     # ------------------------------------------------------------------ properties
@@ -205,6 +208,10 @@ class SplitTrial:
     def lineage(self) -> list[int]:
         """Splits whose training data shaped the current weights (own and inherited)."""
         return list(self._lineage)
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Tell how many steps this split will report (shown in the progress view)."""
+        self._total_steps = int(total_steps)
 
     def split_indices(self, split: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(train, valid)`` rows of any split of the study."""
@@ -507,6 +514,8 @@ class SplitTrial:
         )
 
     def _record(self, event: TransferEvent) -> TransferEvent:
+        self._tried_count += 0 if event.reason else 1
+        self._accepted_count += int(event.accepted)
         key = f"{TRANSFER_ATTR_PREFIX}{event.step:06d}"
         retry_transient(self._trial.set_user_attr, key, event.to_dict())
         return event
@@ -555,6 +564,9 @@ class SplitTrial:
             finished=finished,
             lineage=list(self._lineage),
             best_lineage=list(self._best_lineage),
+            tried=self._tried_count,
+            accepted=self._accepted_count,
+            total_steps=self._total_steps,
         )
         retry_transient(self._shared.board.publish, record)
 

@@ -66,6 +66,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         executor="auto",
         devices=devices,
         timeout=args.timeout,
+        show_progress=args.progress,
     )
     summary = study.summary()
     print(f"worker done; {len(summary.ranking)}/{summary.n_splits} splits of "
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--n-jobs", type=int, default=1, help="splits at once in this worker")
     worker.add_argument("--timeout", type=float, default=None,
                         help="claim no new split after this many seconds")  # fmt: skip
+    worker.add_argument("--progress", action="store_true", help="show a live view per split")
     worker.set_defaults(func=_cmd_worker)
 
     summary = sub.add_parser("summary", help="print the ranked cross-split table")

@@ -36,6 +36,8 @@ TITLES = {
 
 def _sync_api():
     if not Path(CHROMIUM).exists():
+        if os.environ.get("OPTUNA_MTO_REQUIRE_BROWSER"):  # CI installs it: missing = failure
+            pytest.fail(f"OPTUNA_MTO_REQUIRE_BROWSER is set but there is no {CHROMIUM}")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright import sync_api

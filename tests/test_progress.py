@@ -192,3 +192,18 @@ def test_a_stream_without_isatty_counts_as_no_terminal():
             pass
 
     assert not ProgressView(stream=NoTty()).tty
+
+
+def test_optimize_shows_one_final_line_per_split(study_name, digits, capsys):
+    from _models import digits_trainer
+
+    import optuna_mto
+
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2)
+    study.optimize(digits_trainer(x, y, epochs=2), show_progress=True, dashboard=False)
+    out = capsys.readouterr().out
+    for split in range(2):
+        done = [line for line in out.splitlines() if line.startswith(f"split {split} ")]
+        assert done and "step 2/2" in done[-1] and "done" in done[-1]
+        assert sum("done" in line for line in done) == 1

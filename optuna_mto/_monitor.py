@@ -1,0 +1,76 @@
+"""Watching a running study: the live progress view and optuna-dashboard figures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from optuna_mto._progress import ProgressView
+from optuna_mto._retry import retry_transient
+
+if TYPE_CHECKING:
+    from optuna_mto._study import MTOStudy
+
+__all__ = ["StudyMonitor"]
+
+_logger = logging.getLogger(__name__)
+
+
+class StudyMonitor:
+    """A daemon thread that follows the blackboard while ``optimize`` runs.
+
+    It reads the K latest records (one query) every ``interval_s`` seconds, whichever
+    worker, process or machine published them, and feeds a :class:`ProgressView`
+    (per split: step, fitness, transfers kept/tried, ETA). With ``dashboard=True`` it
+    also refreshes the optuna-dashboard figures and note (at most every 30 s, and
+    once more at the end). Neither ever interrupts training.
+
+    Args:
+        study: The study to watch.
+        progress: Show the progress view.
+        dashboard: Publish figures to optuna-dashboard (skipped if not installed).
+        interval_s: Seconds between looks at the blackboard.
+    """
+
+    def __init__(
+        self, study: MTOStudy, *, progress: bool, dashboard: bool, interval_s: float = 0.5
+    ) -> None:
+        self._study = study
+        self._view = ProgressView(study.n_splits) if progress else None
+        self._dashboard = dashboard
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mto-monitor", daemon=True)
+
+    def __enter__(self) -> StudyMonitor:
+        if self._view is not None or self._dashboard:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._tick(force=True)
+        if self._view is not None:
+            self._view.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._tick(force=False)
+
+    def _tick(self, *, force: bool) -> None:
+        try:
+            if self._view is not None:
+                for split, record in sorted(retry_transient(self._study.records).items()):
+                    self._view.update(
+                        split, record.step, record.total_steps, record.fitness,
+                        record.accepted, record.tried,
+                    )  # fmt: skip
+            if self._dashboard:
+                from optuna_mto.visualization import refresh_dashboard
+
+                refresh_dashboard(self._study, force=force)
+        except Exception as err:  # noqa: BLE001 - watching must never stop training.
+            _logger.warning("Progress monitor: %s", err)
