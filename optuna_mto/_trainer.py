@@ -173,7 +173,7 @@ class SupervisedTrainer:
         Records the training compute as user attributes ``train_epochs`` (of the split's
         own model) and ``explorer_epochs`` (extra epochs spent on AMTO explorers).
         """
-        self._explorer_epochs = 0
+        explorer_epochs = 0  # local: one trainer may serve several splits in threads
         trial.set_total_steps(self.epochs)
         model = self.build_model(trial.split, trial.device)
         optimizer = self.optimizer_fn(model.parameters())
@@ -193,8 +193,8 @@ class SupervisedTrainer:
                 )
                 if explorer.scheduler is not None:
                     explorer.scheduler.step()
-                self._explorer_epochs += 1
+                explorer_epochs += 1
             value = self.evaluate(model, trial.valid_indices)
             trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)
         trial.set_user_attr("train_epochs", self.epochs)
-        trial.set_user_attr("explorer_epochs", self._explorer_epochs)
+        trial.set_user_attr("explorer_epochs", explorer_epochs)
