@@ -6,6 +6,7 @@ import argparse
 import csv
 import importlib
 import importlib.util
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -90,8 +91,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_transfers(args: argparse.Namespace) -> int:
     events = _open(args).transfers()
     fields = ["step", "receiver", "donor", "donor_trial", "donor_step", "operator",
-              "before", "after", "accepted", "reason"]  # fmt: skip
-    rows = [e.to_dict() for e in events]
+              "before", "after", "accepted", "reason", "hparams"]  # fmt: skip
+    rows = [{**e.to_dict(), "hparams": json.dumps(e.hparams) if e.hparams else ""} for e in events]
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)
         writer.writeheader()
@@ -109,7 +110,7 @@ def _cmd_transfers(args: argparse.Namespace) -> int:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return f"{value:.4f}"

@@ -122,6 +122,7 @@ def test_to_dict_is_json_and_holds_every_field() -> None:
         transfer={"name": "GreedyTransfer", "interval": 2},
         artifact_store={"kind": "database"},
         max_retries=1,
+        selection_fraction=0.1,
     )
     data = config.to_dict()
     assert data == {
@@ -132,6 +133,7 @@ def test_to_dict_is_json_and_holds_every_field() -> None:
         "transfer": {"name": "GreedyTransfer", "interval": 2},
         "artifact_store": {"kind": "database"},
         "max_retries": 1,
+        "selection_fraction": 0.1,
     }
     assert json.loads(json.dumps(data)) == data
 
@@ -207,3 +209,9 @@ def test_check_same_compares_in_stored_json_form():
     given = StudyConfig(transfer={"name": "Mine", "sizes": (1, 2)})
     stored = StudyConfig.from_dict(json.loads(json.dumps(given.to_dict())))
     given.check_same(stored, "s")  # a tuple given equals the list it was stored as
+
+
+@pytest.mark.parametrize("bad", [-0.1, 0.6, "0.1", True])
+def test_selection_fraction_is_validated(bad) -> None:
+    with pytest.raises(ValueError, match=r"selection_fraction must be a float in \[0, 0.5\]"):
+        StudyConfig(selection_fraction=bad)
