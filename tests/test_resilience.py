@@ -88,14 +88,17 @@ def test_sigkill_mid_training_then_restart_resumes_every_split(storage_url, stud
     done = {t.params["split"]: t for t in trials if t.state == TrialState.COMPLETE}
     assert sorted(done) == [0, 1, 2, 3]
     assert sum(t.state == TrialState.FAIL for t in trials) == 4  # the killed attempts
+    lost = {}
     for split, trial in done.items():
         last_before_kill = max(killed[split].intermediate_values)
         resumed = trial.system_attrs["mto:resumed_from_step"]
         assert trial.system_attrs["mto:retried_from"] == killed[split]._trial_id
-        assert 0 <= last_before_kill - resumed <= 1  # at most one report interval lost
+        lost[split] = last_before_kill - resumed
+        assert 0 <= lost[split] <= 1  # at most one report interval lost
         assert sorted(trial.intermediate_values) == list(range(EPOCHS))  # no gap, no repeat
         for step in range(resumed + 1):  # the curve before the kill is carried over
             assert trial.intermediate_values[step] == killed[split].intermediate_values[step]
+    print(f"SIGKILL of 4 running splits survived; steps lost per split: {lost}")
 
 
 class _CrashOnce:
