@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -38,7 +39,8 @@ class StudyMonitor:
     ) -> None:
         self._study = study
         self._view = ProgressView(study.n_splits) if progress else None
-        self._dashboard = dashboard
+        # Without optuna-dashboard installed there is nothing to publish to: stay quiet.
+        self._dashboard = dashboard and importlib.util.find_spec("optuna_dashboard") is not None
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mto-monitor", daemon=True)
