@@ -7,20 +7,13 @@ import json
 from typing import Any
 
 from optuna_mto._errors import ConfigConflictError
+from optuna_mto._validation import check_int, check_number
 
 __all__ = ["CONFIG_KEY", "StudyConfig"]
 
 CONFIG_KEY = "mto:config"
 _SPLITTERS = ("random", "kfold", "stratified")
 _ARTIFACT_KINDS = ("file", "database", "custom")
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an integer {bound}, but got {name}={value!r}.")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], but got {name}={value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,19 +49,12 @@ class StudyConfig:
     selection_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_int("n_splits", self.n_splits, 1)
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-            raise ValueError(
-                "validation_fraction must be a float in (0, 1), "
-                f"but got validation_fraction={fraction!r}."
-            )
-        if not 0.0 < float(fraction) < 1.0:
-            raise ValueError(
-                "validation_fraction must be a float in (0, 1), "
-                f"but got validation_fraction={fraction!r}."
-            )
-        _check_int("seed", self.seed, 0)
+        check_int("n_splits", self.n_splits, 1)
+        check_number(
+            "validation_fraction", self.validation_fraction, 0, 1,
+            low_open=True, high_open=True, kind="float",
+        )  # fmt: skip
+        check_int("seed", self.seed, 0)
         if self.splitter not in _SPLITTERS:
             raise ValueError(
                 f"splitter must be one of {_SPLITTERS}, but got splitter={self.splitter!r}."
@@ -83,16 +69,8 @@ class StudyConfig:
             raise ValueError(
                 f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
             )
-        _check_int("max_retries", self.max_retries, 0)
-        selection = self.selection_fraction
-        if isinstance(selection, bool) or not isinstance(selection, (int, float)):
-            raise ValueError(
-                f"selection_fraction must be a float in [0, 0.5], but got {selection=}."
-            )
-        if not 0.0 <= float(selection) <= 0.5:
-            raise ValueError(
-                f"selection_fraction must be a float in [0, 0.5], but got {selection=}."
-            )
+        check_int("max_retries", self.max_retries, 0)
+        check_number("selection_fraction", self.selection_fraction, 0, 0.5, kind="float")
         try:
             json.dumps(self.to_dict())
         except (TypeError, ValueError) as err:

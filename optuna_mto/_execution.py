@@ -14,6 +14,8 @@ from typing import Any
 import optuna
 import torch
 
+from optuna_mto._validation import check_int
+
 __all__ = [
     "assign_devices",
     "cpu_threads_per_worker",
@@ -79,8 +81,7 @@ def resolve_executor(executor: str, n_jobs: int, *payload: Any) -> str:
     """
     if executor not in _EXECUTORS:
         raise ValueError(f"executor must be one of {_EXECUTORS}, but got executor={executor!r}.")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be an integer >= 1, but got n_jobs={n_jobs!r}.")
+    check_int("n_jobs", n_jobs, 1)
     if executor == "process":
         if not is_picklable(*payload):
             raise ValueError(

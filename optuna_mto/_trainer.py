@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from optuna_mto._trial import SplitTrial
+from optuna_mto._validation import check_int
 
 __all__ = ["SupervisedTrainer"]
 
@@ -64,9 +65,8 @@ class SupervisedTrainer:
     ) -> None:
         if metric not in _METRICS:
             raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, but got {name}={value!r}.")
+        check_int("epochs", epochs, 1)
+        check_int("batch_size", batch_size, 1)
         if isinstance(dataset, tuple):
             if len(dataset) != 2 or len(dataset[0]) != len(dataset[1]):
                 raise ValueError(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
 
 __all__ = ["AdaptiveTransfer", "softmax_select", "update_relation"]
@@ -77,10 +78,7 @@ class AdaptiveTransfer(BaseTransferManager):
         super().__init__(
             interval=interval, warmup=warmup, synchronous=synchronous, sync_timeout=sync_timeout
         )
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise ValueError(f"temperature must be a number > 0, but got {temperature=}.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be a number > 0, but got {temperature=}.")
+        check_number("temperature", temperature, 0, low_open=True)
         self.temperature = float(temperature)
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._selection import is_better
 
 __all__ = ["BaseTransferManager", "Candidate", "TransferContext"]
@@ -79,13 +80,9 @@ class BaseTransferManager(abc.ABC):
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
-        for name, value, low in (("interval", interval, 1), ("warmup", warmup, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, but got {name}={value!r}.")
-        if isinstance(sync_timeout, bool) or not isinstance(sync_timeout, (int, float)):
-            raise ValueError(f"sync_timeout must be a number > 0, but got {sync_timeout=}.")
-        if sync_timeout <= 0:
-            raise ValueError(f"sync_timeout must be a number > 0, but got {sync_timeout=}.")
+        check_int("interval", interval, 1)
+        check_int("warmup", warmup, 0)
+        check_number("sync_timeout", sync_timeout, 0, low_open=True)
         self.interval = interval
         self.warmup = warmup
         self.synchronous = bool(synchronous)

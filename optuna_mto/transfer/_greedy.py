@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from optuna_mto._validation import check_int
 from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._selection import (
     is_better,
@@ -58,10 +59,7 @@ class GreedyTransfer(BaseTransferManager):
         )
         if donor not in _DONOR_RULES:
             raise ValueError(f"donor must be one of {_DONOR_RULES}, but got donor={donor!r}.")
-        if isinstance(tournament_size, bool) or not isinstance(tournament_size, int):
-            raise ValueError(f"tournament_size must be an integer >= 1, got {tournament_size!r}.")
-        if tournament_size < 1:
-            raise ValueError(f"tournament_size must be an integer >= 1, got {tournament_size!r}.")
+        check_int("tournament_size", tournament_size, 1)
         self.donor = donor
         self.only_better = bool(only_better)
         self.copy_optimizer = bool(copy_optimizer)

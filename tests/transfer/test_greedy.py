@@ -298,10 +298,22 @@ def test_from_params_of_custom_manager_raises() -> None:
             {"donor": "worst"},
             "donor must be one of ('best', 'tournament', 'uniform'), but got donor='worst'.",
         ),
-        ({"tournament_size": 0}, "tournament_size must be an integer >= 1, got 0."),
-        ({"tournament_size": -3}, "tournament_size must be an integer >= 1, got -3."),
-        ({"tournament_size": True}, "tournament_size must be an integer >= 1, got True."),
-        ({"tournament_size": 2.0}, "tournament_size must be an integer >= 1, got 2.0."),
+        (
+            {"tournament_size": 0},
+            "tournament_size must be an integer >= 1, but got tournament_size=0.",
+        ),
+        (
+            {"tournament_size": -3},
+            "tournament_size must be an integer >= 1, but got tournament_size=-3.",
+        ),
+        (
+            {"tournament_size": True},
+            "tournament_size must be an integer >= 1, but got tournament_size=True.",
+        ),
+        (
+            {"tournament_size": 2.0},
+            "tournament_size must be an integer >= 1, but got tournament_size=2.0.",
+        ),
     ],
 )
 def test_greedy_constructor_errors(kwargs, match: str) -> None:
