@@ -12,13 +12,25 @@ import torch
 __all__ = ["apply_state", "capture_state", "check_compatible", "get_rng_state", "set_rng_state"]
 
 
-def capture_state(model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None) -> dict:
-    """Return a deep copy of the model's (and optimizer's, scheduler's) state dicts."""
-    state: dict[str, Any] = {"model": copy.deepcopy(model.state_dict())}
+def capture_state(
+    model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None, *, clone: bool = True
+) -> dict:
+    """Return the model's (and optimizer's, scheduler's) state dicts.
+
+    Args:
+        model: The model.
+        optimizer: Its optimizer, if any.
+        scheduler: Its LR scheduler, if any.
+        clone: Deep-copy the tensors (needed when the model changes while the state
+            is kept); without it the dicts share the live tensors, which is enough to
+            serialise them at once.
+    """
+    keep = copy.deepcopy if clone else (lambda x: x)
+    state: dict[str, Any] = {"model": keep(model.state_dict())}
     if optimizer is not None:
-        state["optimizer"] = copy.deepcopy(optimizer.state_dict())
+        state["optimizer"] = keep(optimizer.state_dict())
     if scheduler is not None:
-        state["scheduler"] = copy.deepcopy(scheduler.state_dict())
+        state["scheduler"] = keep(scheduler.state_dict())
     return state
 
 

@@ -523,7 +523,9 @@ class SplitTrial:
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, step: int, fitness: float) -> CheckpointRef:
         shared = self._shared
-        state = self._capture()
+        assert self._model is not None
+        # Serialised right away, so the live tensors need no copy.
+        state = capture_state(self._model, self._optimizer, self._scheduler, clone=False)
         state.update(
             step=step,
             fitness=fitness,
