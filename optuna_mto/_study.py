@@ -322,7 +322,7 @@ class MTOStudy:
         workers: list[str],
         timeout: float | None,
     ) -> None:
-        ctx = _execution.spawn_context()
+        ctx = _execution.worker_context()
         threads = _execution.cpu_threads_per_worker(len(workers))
         store = self._artifact_store if self.config.artifact_store["kind"] == "custom" else None
         payload = {
@@ -591,7 +591,9 @@ def _process_main(
 ) -> None:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     torch.set_num_threads(n_threads)
-    logging.basicConfig(level=logging.INFO, format="%(processName)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
+    )
     study = load_study(
         study_name=payload["study_name"],
         storage=payload["storage"],
