@@ -42,6 +42,7 @@ class StudyMonitor:
         # Without optuna-dashboard installed there is nothing to publish to: stay quiet.
         self._dashboard = dashboard and importlib.util.find_spec("optuna_dashboard") is not None
         self._interval_s = interval_s
+        self._steps: dict[int, int] = {}  # furthest step seen per split
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mto-monitor", daemon=True)
 
@@ -66,8 +67,13 @@ class StudyMonitor:
         try:
             if self._view is not None:
                 for split, record in sorted(retry_transient(self._study.records).items()):
+                    # A finished split's record names its best step; show how far it got.
+                    step = max(record.step, self._steps.get(split, -1))
+                    if record.finished and record.total_steps:
+                        step = record.total_steps - 1
+                    self._steps[split] = step
                     self._view.update(
-                        split, record.step, record.total_steps, record.fitness,
+                        split, step, record.total_steps, record.fitness,
                         record.accepted, record.tried,
                     )  # fmt: skip
             if self._dashboard:
