@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy
 import torch
 from _models import tiny_mlp
@@ -76,11 +77,42 @@ def test_checkpoints_on_disk_stay_bounded(study_name, tmp_path):
         study.checkpoint_store.load(record.best_checkpoint)
 
 
-def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(study_name, tmp_path):
+def _damage_file_store(study, tmp_path) -> None:
+    for path in (tmp_path / "home" / "artifacts" / study.study_name).iterdir():
+        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+
+
+def _damage_database_store(study, tmp_path) -> None:
+    engine = study.checkpoint_store.artifact_store.engine
+    prefix = f"mto-{study.study_name}-%"
+    with engine.begin() as conn:  # same length, different bytes: only the checksum can tell
+        rows = conn.execute(
+            sqlalchemy.text("SELECT artifact_id, seq, data FROM mto_artifact_chunks "
+                            "WHERE artifact_id LIKE :p"), {"p": prefix}
+        ).all()  # fmt: skip
+        assert rows
+        for artifact_id, seq, data in rows:
+            damaged = bytes(data[:-10]) + b"0123456789"
+            conn.execute(
+                sqlalchemy.text("UPDATE mto_artifact_chunks SET data = :d "
+                                "WHERE artifact_id = :a AND seq = :s"),
+                {"d": damaged, "a": artifact_id, "s": seq},
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage"), [("file", _damage_file_store), ("database", _damage_database_store)]
+)
+def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(
+    study_name, tmp_path, storage_url, kind, damage
+):
     study = optuna_mto.create_study(
-        study_name=study_name, n_splits=2, transfer=GreedyTransfer(warmup=0)
+        study_name=study_name,
+        storage=storage_url,
+        n_splits=2,
+        transfer=GreedyTransfer(warmup=0),
+        artifact_store=kind,
     )
-    store_dir = tmp_path / "home" / "artifacts" / study_name
     results = []
 
     def objective(trial):
@@ -88,8 +120,7 @@ def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(study_name
         if trial.split == 0:
             trial.report(0.9, 0, model=model)
             return
-        for path in store_dir.iterdir():  # damage finished split 0's only checkpoint
-            path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+        damage(study, tmp_path)  # finished split 0's only checkpoint
         for step in range(2):
             results.append(trial.report(0.1, step, model=model))
 
