@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
-import signal
-import socket
 import tempfile
-import threading
 import time
 import uuid
 import warnings
@@ -20,22 +16,21 @@ import numpy as np
 import optuna
 import torch
 from optuna.artifacts._protocol import ArtifactStore
-from optuna.distributions import IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from optuna_mto import _execution
 from optuna_mto._board import Blackboard, records_from_attrs
-from optuna_mto._claims import ClaimTable, SplitClaim, plan_next_claim
+from optuna_mto._claims import ClaimTable
 from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
-from optuna_mto._retry import retry_transient
 from optuna_mto._splits import dataset_fingerprint, make_splitter
 from optuna_mto._storage import default_home, get_engine, open_storage, storage_url
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
-from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
+from optuna_mto._trial import EvaluateFn, SplitTrial
+from optuna_mto._worker import Job, Worker, run_processes, run_threads, work_left
 from optuna_mto.checkpoints import (
     AtomicFileSystemArtifactStore,
     CheckpointRef,
@@ -260,257 +255,21 @@ class MTOStudy:
                 "float, or create the study with transfer=optuna_mto.transfer.NoTransfer()."
             )
         n_samples, targets = self._bind_dataset(dataset, targets)
-        _, plan, running = self._work_left()
+        _, plan, running = work_left(self)
         if not plan and not running:
             _logger.info("Study %r has no split left to run.", self.study_name)
             return
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
-        workers = _execution.assign_devices(n_jobs, devices)
+        devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
+        job = Job(objective, evaluate, n_samples, targets, deadline)
         with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
             if mode == "inline":
-                self._worker_loop(objective, evaluate, n_samples, targets, workers[0], deadline)
+                Worker(self, job, devices[0]).run()
             elif mode == "thread":
-                self._run_threads(objective, evaluate, n_samples, targets, workers, deadline)
+                run_threads(self, job, devices)
             else:
-                self._run_processes(objective, evaluate, dataset, targets, workers, timeout)
-
-    def _run_threads(
-        self,
-        objective: Callable[[SplitTrial], Any],
-        evaluate: EvaluateFn | None,
-        n_samples: int,
-        targets: np.ndarray | None,
-        workers: list[str],
-        deadline: float | None,
-    ) -> None:
-        torch.set_num_threads(_execution.cpu_threads_per_worker(len(workers)))
-        errors: list[BaseException] = []
-        stop = threading.Event()
-
-        def run(device: str) -> None:
-            try:
-                self._worker_loop(objective, evaluate, n_samples, targets, device, deadline, stop)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller.
-                errors.append(err)
-
-        threads = [
-            threading.Thread(target=run, args=(d,), name=f"mto-{i}") for i, d in enumerate(workers)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(timeout=0.5)
-        except KeyboardInterrupt:
-            # Ctrl-C lands in this thread only: the workers stop at their next report,
-            # marking their trials failed so that the next run resumes them.
-            stop.set()
-            for thread in threads:
-                thread.join()
-            raise
-        if errors:
-            raise errors[0]
-
-    def _run_processes(
-        self,
-        objective: Callable[[SplitTrial], Any],
-        evaluate: EvaluateFn | None,
-        dataset: Any,
-        targets: Any,
-        workers: list[str],
-        timeout: float | None,
-    ) -> None:
-        ctx = _execution.worker_context()
-        threads = _execution.cpu_threads_per_worker(len(workers))
-        store = self._artifact_store if self.config.artifact_store["kind"] == "custom" else None
-        payload = {
-            "study_name": self.study_name,
-            "storage": storage_url(self.study._storage),
-            "open_kwargs": self._open_kwargs,
-            "transfer": self.transfer,
-            "artifact_store": store,
-        }
-        procs = []
-        for i, device in enumerate(workers):
-            args = (payload, objective, evaluate, dataset, targets, device, threads, timeout)
-            proc = ctx.Process(target=_process_main, args=args, name=f"mto-worker-{i}")
-            proc.start()
-            procs.append(proc)
-        try:
-            for proc in procs:
-                proc.join()
-        except BaseException:
-            # Ctrl-C reached the workers too: give them time to mark their trials FAIL
-            # (so the next run resumes them), then stop the stragglers with SIGTERM,
-            # which they handle the same way.
-            deadline = time.monotonic() + 15
-            for proc in procs:
-                proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
-                proc.join()
-            raise
-        failed = [p for p in procs if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(
-                f"{len(failed)} of {len(procs)} worker processes failed (exit codes "
-                f"{[p.exitcode for p in failed]}); their splits are marked FAIL and will be "
-                "retried by the next optimize() call. See the log above for the cause."
-            )
-
-    def _worker_loop(
-        self,
-        objective: Callable[[SplitTrial], Any],
-        evaluate: EvaluateFn | None,
-        n_samples: int,
-        targets: np.ndarray | None,
-        device: str,
-        deadline: float | None,
-        stop: threading.Event | None = None,
-    ) -> None:
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
-        shared = _Shared(
-            storage=self.study._storage,
-            study_id=self.study._study_id,
-            study_name=self.study_name,
-            direction=self.direction,
-            n_splits=self.n_splits,
-            seed=self.config.seed,
-            plan=self._plan(n_samples, targets),
-            store=self._checkpoints,
-            board=self._board,
-            manager=self.transfer,
-            evaluate=evaluate,
-            stop=stop or threading.Event(),
-        )
-        worker = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        while not shared.stop.is_set():
-            claim = self._claim(worker)
-            if claim is None:
-                return
-            self._run_split(shared, objective, *claim, device=device, worker=worker)
-            if deadline is not None and time.monotonic() >= deadline:
-                return
-
-    def _claim(self, worker: str) -> tuple[int, int, SplitClaim | None] | None:
-        """Claim the next split to run; None once every split is finished or given up.
-
-        With heartbeats on, a worker that finds nothing to claim while other splits
-        are still running waits for them: if their worker died, their heartbeat goes
-        stale, they are marked failed, and this worker resumes them.
-        """
-        heartbeat_s = self._open_kwargs.get("heartbeat_interval")
-        while True:
-            latest, plan, running = self._work_left()
-            for split, attempt in plan:
-                if retry_transient(self._claims.try_claim, split, attempt, worker):
-                    return split, attempt, latest.get(split)
-            if not running or heartbeat_s is None:
-                return None
-            time.sleep(min(2.0, float(heartbeat_s)))
-
-    def _work_left(self) -> tuple[dict[int, SplitClaim], list[tuple[int, int]], int]:
-        """Return the latest claims, the claimable (split, attempt) pairs, the running count.
-
-        Trials whose heartbeat went stale are marked failed first, so they count as
-        claimable (for a retry), not as running.
-        """
-        heartbeat_s = self._open_kwargs.get("heartbeat_interval")
-        orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
-        backend = getattr(self.study._storage, "_backend", self.study._storage)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry_transient(optuna.storages.fail_stale_trials, self.study)
-        latest = retry_transient(self._claims.latest)
-        states = {
-            c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
-            for c in latest.values()
-            if c.trial_id is not None
-        }
-        plan = plan_next_claim(self.n_splits, latest, states, self.config.max_retries, orphan_after)
-        running = sum(
-            1
-            for c in latest.values()
-            if c.trial_id is None or states[c.trial_id] == TrialState.RUNNING
-        )
-        return latest, plan, running
-
-    def _run_split(
-        self,
-        shared: _Shared,
-        objective: Callable[[SplitTrial], Any],
-        split: int,
-        attempt: int,
-        previous: SplitClaim | None,
-        *,
-        device: str,
-        worker: str,
-    ) -> None:
-        system_attrs: dict[str, Any] = {"mto:split": split, "mto:attempt": attempt}
-        resume = None
-        if previous is not None:
-            if previous.trial_id is not None:
-                system_attrs["mto:retried_from"] = previous.trial_id
-            # The split's last record is from an earlier, failed attempt: resume from it.
-            record = retry_transient(self._board.read).get(split)
-            if record is not None and not record.finished:
-                resume = record
-        template = FrozenTrial(
-            number=-1,
-            state=TrialState.RUNNING,
-            value=None,
-            datetime_start=datetime.datetime.now(),
-            datetime_complete=None,
-            params={"split": split},
-            distributions={"split": IntDistribution(0, max(self.n_splits - 1, 1))},
-            user_attrs={"split": split, "attempt": attempt, "device": device, "worker": worker},
-            system_attrs=system_attrs,
-            intermediate_values={},
-            trial_id=-1,
-        )
-        storage = self.study._storage
-        # One transaction: a failed try leaves no half-made trial behind.
-        trial_id = retry_transient(
-            storage.create_new_trial, self.study._study_id, template_trial=template
-        )
-        retry_transient(self._claims.attach_trial, split, attempt, trial_id)
-        trial = optuna.Trial(self.study, trial_id)
-        split_trial = SplitTrial(shared, trial, split, attempt, device, resume_from=resume)
-        _logger.info(
-            "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, device
-        )
-        with _execution.heartbeat(storage, trial_id):
-            try:
-                returned = objective(split_trial)
-                scores = split_trial.finish()
-            except BaseException as err:
-                reason = f"{type(err).__name__}: {err}"
-                retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
-                self._tell(trial, state=TrialState.FAIL)
-                raise
-        if returned is not None:
-            retry_transient(trial.set_user_attr, "objective_value", float(returned))
-        if split_trial.selection_score is not None:
-            value = split_trial.selection_score  # the honest, held-out estimate
-        elif scores:
-            value = float(np.mean(scores))
-        elif returned is not None:
-            value = float(returned)
-        else:
-            retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", "no value")
-            self._tell(trial, state=TrialState.FAIL)
-            raise ValueError(
-                "The objective returned None and reported no model: return a value or call "
-                "trial.report(value, step, model=model) with an evaluate function."
-            )
-        self._tell(trial, values=value)
-
-    def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
-        retry_transient(self.study.tell, trial, skip_if_finished=True, **kwargs)
+                run_processes(self, job, dataset, devices, timeout)
 
     # ------------------------------------------------------------------ results
     def summary(self) -> CrossSplitSummary:
@@ -573,38 +332,6 @@ class MTOStudy:
     def records(self) -> dict[int, Any]:
         """Return the latest published record of each split (the blackboard)."""
         return records_from_attrs(self.study._storage.get_study_system_attrs(self.study._study_id))
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _process_main(
-    payload: dict[str, Any],
-    objective: Callable[[SplitTrial], Any],
-    evaluate: EvaluateFn | None,
-    dataset: Any,
-    targets: Any,
-    device: str,
-    n_threads: int,
-    timeout: float | None,
-) -> None:
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    torch.set_num_threads(n_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
-    )
-    study = load_study(
-        study_name=payload["study_name"],
-        storage=payload["storage"],
-        transfer=payload["transfer"],
-        artifact_store=payload["artifact_store"],
-        **payload["open_kwargs"],
-    )
-    study.optimize(
-        objective, dataset=dataset, targets=targets, evaluate=evaluate,
-        n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
-    )  # fmt: skip
 
 
 def create_study(
