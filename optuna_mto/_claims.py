@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from optuna.trial import TrialState
@@ -26,6 +27,7 @@ _claims = sa.Table(
     sa.Column("trial_id", sa.Integer, nullable=True),
     sa.Column("worker", sa.String(255), nullable=False),
     sa.Column("claimed_at", sa.DateTime, nullable=False),
+    sa.Column("interrupted", sa.Boolean, nullable=False, default=False),
 )
 
 
@@ -44,14 +46,46 @@ def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
             raise
 
 
+def _add_interrupted_column(engine: sa.Engine) -> None:
+    """Upgrade a claims table made by optuna-mto 0.1.0 dev builds (no ``interrupted``)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
+    if "interrupted" in columns:
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE mto_split_claims ADD COLUMN interrupted BOOLEAN NOT NULL DEFAULT FALSE"
+            )
+    except sa.exc.DatabaseError:  # another worker added it first
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
+        if "interrupted" not in columns:
+            raise
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitClaim:
-    """One row of the claims table."""
+    """The latest claim of a split.
+
+    Attributes:
+        split: Split index.
+        attempt: 0 for the first run, n for the n-th retry.
+        trial_id: The trial that runs it (None until created).
+        claimed_at: When it was claimed (naive UTC).
+        interrupted: This attempt was stopped by the user (Ctrl-C, SIGTERM).
+        interruptions: How many attempts of the split, this one included, were.
+    """
 
     split: int
     attempt: int
     trial_id: int | None
     claimed_at: datetime.datetime
+    interrupted: bool = False
+    interruptions: int = 0
+
+    @property
+    def crashes(self) -> int:
+        """Attempts so far that ended other than by interruption (or still run)."""
+        return self.attempt + 1 - self.interruptions
 
 
 def _now() -> datetime.datetime:
@@ -71,7 +105,8 @@ def plan_next_claim(
     Pure function: splits never claimed come first (in index order), then failed
     splits that still have retries left. A claim whose trial was never created
     (the worker died in between) counts as failed once it is older than
-    ``orphan_after``.
+    ``orphan_after``. Attempts the user interrupted do not use up retries: only
+    crashes, exceptions and kills count against ``max_retries``.
 
     Args:
         n_splits: K.
@@ -92,7 +127,7 @@ def plan_next_claim(
             failed = now - claim.claimed_at > orphan_after
         else:
             failed = states.get(claim.trial_id) == TrialState.FAIL
-        if failed and claim.attempt < max_retries:
+        if failed and claim.crashes <= max_retries:
             retries.append((split, claim.attempt + 1))
     return fresh + retries
 
@@ -104,17 +139,23 @@ class ClaimTable:
         self._engine = engine
         self._study_id = study_id
         create_tables(_metadata, engine)
+        _add_interrupted_column(engine)
 
     def latest(self) -> dict[int, SplitClaim]:
         """Return the latest claim of every split that has one (one query)."""
         query = sa.select(_claims).where(_claims.c.study_id == self._study_id)
-        out: dict[int, SplitClaim] = {}
+        rows: dict[int, list[Any]] = {}
         with self._engine.connect() as conn:
             for row in conn.execute(query):
-                if row.split not in out or row.attempt > out[row.split].attempt:
-                    out[row.split] = SplitClaim(
-                        row.split, row.attempt, row.trial_id, row.claimed_at
-                    )
+                rows.setdefault(row.split, []).append(row)
+        out: dict[int, SplitClaim] = {}
+        for split, attempts in rows.items():
+            last = max(attempts, key=lambda r: r.attempt)
+            interruptions = sum(1 for r in attempts if r.interrupted)
+            out[split] = SplitClaim(
+                split, last.attempt, last.trial_id, last.claimed_at,
+                bool(last.interrupted), interruptions,
+            )  # fmt: skip
         return out
 
     def try_claim(self, split: int, attempt: int, worker: str) -> bool:
@@ -126,6 +167,7 @@ class ClaimTable:
             "trial_id": None,
             "worker": worker[:255],
             "claimed_at": _now(),
+            "interrupted": False,
         }
         try:
             with self._engine.begin() as conn:
@@ -136,6 +178,13 @@ class ClaimTable:
 
     def attach_trial(self, split: int, attempt: int, trial_id: int) -> None:
         """Record the trial that runs a claimed split."""
+        self._update(split, attempt, trial_id=trial_id)
+
+    def mark_interrupted(self, split: int, attempt: int) -> None:
+        """Record that the user stopped this attempt (it does not use up a retry)."""
+        self._update(split, attempt, interrupted=True)
+
+    def _update(self, split: int, attempt: int, **values: Any) -> None:
         stmt = (
             sa.update(_claims)
             .where(
@@ -143,7 +192,7 @@ class ClaimTable:
                 _claims.c.split == split,
                 _claims.c.attempt == attempt,
             )
-            .values(trial_id=trial_id)
+            .values(**values)
         )
         with self._engine.begin() as conn:
             conn.execute(stmt)

@@ -188,6 +188,8 @@ class Worker:
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                if isinstance(err, KeyboardInterrupt):  # the user's stop is not a crash
+                    retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
                 raise
         if returned is not None:

@@ -313,3 +313,43 @@ def test_processes_racing_win_each_split_exactly_once(kind: str, tmp_path, monke
                     sa.text("DELETE FROM mto_split_claims WHERE study_id = :s"), {"s": study_id}
                 )
         engine.dispose()
+
+
+def test_plan_interrupted_attempts_do_not_use_up_retries() -> None:
+    failed = {20: TrialState.FAIL}
+    # Third attempt (attempt=2) failed; with max_retries=1 that is exhausted if all crashed...
+    crashed = SplitClaim(0, 2, 20, NOW)
+    assert _plan(1, {0: crashed}, failed, max_retries=1) == []
+    # ...but not when the user interrupted two of the three: one crash so far.
+    interrupted = SplitClaim(0, 2, 20, NOW, interrupted=True, interruptions=2)
+    assert interrupted.crashes == 1
+    assert _plan(1, {0: interrupted}, failed, max_retries=1) == [(0, 3)]
+    assert _plan(1, {0: interrupted}, failed, max_retries=0) == []
+
+
+def test_claim_table_records_interruptions(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'i.db'}")
+    table = ClaimTable(engine, 7)
+    for attempt in range(3):
+        assert table.try_claim(0, attempt, "w")
+    table.mark_interrupted(0, 0)
+    table.mark_interrupted(0, 2)
+    latest = table.latest()[0]
+    assert (latest.attempt, latest.interrupted, latest.interruptions) == (2, True, 2)
+    assert latest.crashes == 1
+
+
+def test_claim_table_upgrades_a_table_without_the_interrupted_column(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE mto_split_claims (study_id INTEGER, split INTEGER, attempt INTEGER, "
+            "trial_id INTEGER, worker VARCHAR(255) NOT NULL, claimed_at DATETIME NOT NULL, "
+            "PRIMARY KEY (study_id, split, attempt))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO mto_split_claims VALUES (1, 0, 0, 5, 'w', '2024-05-01 12:00:00')"
+        )
+    table = ClaimTable(engine, 1)
+    assert table.latest()[0].interrupted is False
+    assert table.try_claim(0, 1, "w")

@@ -223,6 +223,9 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
     artifacts = tmp_path / "home" / "artifacts" / study_name
     assert not [p for p in artifacts.iterdir() if p.name.endswith(".tmp")]
+    claims = optuna_mto.load_study(study_name=study_name, storage=url)._claims.latest()
+    interrupted = [c for c in claims.values() if c.interrupted]
+    assert interrupted and all(c.crashes == 0 for c in interrupted)  # no retry used up
 
     second = _run(url, study_name)
     out, _ = second.communicate(timeout=300)
