@@ -473,7 +473,10 @@ class SplitTrial:
         )
         accepted = self._shared.manager.accept(value, score, direction)
         if accepted:
-            self._apply(capture_state(explorer.model, explorer.optimizer, explorer.scheduler))
+            # load_state_dict copies, and the explorer is dropped: no clone needed.
+            self._apply(
+                capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
+            )
             self._lineage = sorted(set(self._lineage) | set(explorer.lineage))
         key = f"{RELATIONS_ATTR_PREFIX}{step:06d}"
         scores = {str(k): round(v, 6) for k, v in sorted(self._relations.items())}
