@@ -12,6 +12,8 @@ from optuna_mto._validation import check_int, check_number
 __all__ = ["CONFIG_KEY", "StudyConfig"]
 
 CONFIG_KEY = "mto:config"
+#: Fields that change how failures are handled, not the results: a worker may differ.
+_OPERATIONAL = ("max_retries",)
 _SPLITTERS = ("random", "kfold", "stratified")
 _ARTIFACT_KINDS = ("file", "database", "custom")
 
@@ -34,7 +36,8 @@ class StudyConfig:
         transfer: Parameters of the transfer manager (``TransferManager.get_params()``).
         artifact_store: Where checkpoints live: ``{"kind": "file", "path": ...}`` or
             ``{"kind": "database"}`` (inside the study's own database).
-        max_retries: How many times a failed split is retried as a new trial.
+        max_retries: How many times a failed split is retried as a new trial (the one
+            field a worker may set differently: it changes no result).
         selection_fraction: Share of the data held out from every split and used only
             to rank the final models (0 ranks by mean cross-split validation score).
     """
@@ -100,7 +103,9 @@ class StudyConfig:
         mine = json.loads(json.dumps(self.to_dict()))
         theirs = json.loads(json.dumps(stored.to_dict()))
         diffs = [
-            f"{k}: stored {theirs[k]!r}, given {mine[k]!r}" for k in mine if mine[k] != theirs[k]
+            f"{k}: stored {theirs[k]!r}, given {mine[k]!r}"
+            for k in mine
+            if mine[k] != theirs[k] and k not in _OPERATIONAL
         ]
         if diffs:
             raise ConfigConflictError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -258,6 +259,7 @@ class MTOStudy:
         _, plan, running = work_left(self)
         if not plan and not running:
             _logger.info("Study %r has no split left to run.", self.study_name)
+            self._warn_given_up()
             return
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         devices = _execution.assign_devices(n_jobs, devices)
@@ -270,6 +272,29 @@ class MTOStudy:
                 run_threads(self, job, devices)
             else:
                 run_processes(self, job, dataset, devices, timeout)
+        if deadline is None:
+            self._warn_given_up()
+
+    def _warn_given_up(self) -> None:
+        """Warn about splits that failed more often than ``max_retries`` allows."""
+        latest, plan, _ = work_left(self)
+        summary = self.summary()
+        claimable = {split for split, _ in plan}
+        given_up = [
+            split
+            for split in range(self.n_splits)
+            if split not in summary.ranking
+            and split in latest
+            and split not in claimable
+            and summary.trial_numbers[split] < 0
+        ]
+        if given_up:
+            _logger.warning(
+                "Study %r: split(s) %s failed %d time(s) and are given up (max_retries=%d); "
+                "see the trials' fail_reason, fix the cause, and rerun them with "
+                "load_study(..., max_retries=<higher>).optimize(...).",
+                self.study_name, given_up, self.config.max_retries + 1, self.config.max_retries,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ results
     def summary(self) -> CrossSplitSummary:
@@ -431,6 +456,7 @@ def load_study(
     storage: str | optuna.storages.BaseStorage | None = None,
     transfer: BaseTransferManager | None = None,
     artifact_store: ArtifactStore | None = None,
+    max_retries: int | None = None,
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
 ) -> MTOStudy:
@@ -442,6 +468,8 @@ def load_study(
         transfer: Only needed for a custom transfer manager class; must have the
             stored parameters.
         artifact_store: Only needed for a custom artifact store instance.
+        max_retries: Override the stored retry budget for this process's workers
+            (e.g. to rerun splits that were given up after fixing their cause).
         heartbeat_interval: As in :func:`create_study`.
         grace_period: As in :func:`create_study`.
 
@@ -464,9 +492,12 @@ def load_study(
             f"Study {study_name!r} was not created by optuna_mto.create_study (no config)."
         )
     config = StudyConfig.from_dict(stored)
+    if max_retries is not None:
+        config = dataclasses.replace(config, max_retries=max_retries)
     if transfer is None:
         transfer = from_params(config.transfer)
     elif transfer.get_params() != config.transfer:
-        StudyConfig(**{**stored, "transfer": transfer.get_params()}).check_same(config, study_name)
+        given = StudyConfig.from_dict({**stored, "transfer": transfer.get_params()})
+        given.check_same(config, study_name)
     store = _open_artifact_store(config.artifact_store, opened, artifact_store)
     return MTOStudy(study, config, transfer, store, open_kwargs)

@@ -257,6 +257,7 @@ def run_processes(
         "open_kwargs": study._open_kwargs,
         "transfer": study.transfer,
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
+        "max_retries": study.config.max_retries,
     }
     procs = []
     for i, device in enumerate(devices):
@@ -315,6 +316,7 @@ def _process_main(
         storage=payload["storage"],
         transfer=payload["transfer"],
         artifact_store=payload["artifact_store"],
+        max_retries=payload["max_retries"],
         **payload["open_kwargs"],
     )
     study.optimize(

@@ -233,3 +233,34 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_
     done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     assert sorted(t.params["split"] for t in done) == [0, 1, 2, 3]
     assert all(t.system_attrs.get("mto:resumed_from_step", -1) >= 0 for t in done)
+
+
+class _AlwaysCrashOnSplit1:
+    def __init__(self, trainer, crash: bool = True) -> None:
+        self.trainer, self.crash = trainer, crash
+        self.dataset, self.evaluate = trainer.dataset, trainer.evaluate
+
+    def __call__(self, trial) -> None:
+        if trial.split == 1 and self.crash:
+            raise RuntimeError("split 1 is broken")
+        self.trainer(trial)
+
+
+def test_a_split_given_up_after_max_retries_is_reported_and_can_be_rerun(
+    study_name, digits, caplog
+):
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=1)
+    broken = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1))
+    for _ in range(2):  # the first try and its one retry
+        with pytest.raises(RuntimeError, match="split 1 is broken"):
+            study.optimize(broken)
+    with caplog.at_level("WARNING"):
+        study.optimize(broken)  # nothing left to run: split 1 is given up
+    assert "split(s) [1] failed 2 time(s) and are given up (max_retries=1)" in caplog.text
+    assert not study.summary().complete
+    # A different retry budget is not a config conflict; with it the split runs again.
+    optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=3, load_if_exists=True)
+    fixed = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1), crash=False)
+    optuna_mto.load_study(study_name=study_name, max_retries=3).optimize(fixed)
+    assert study.summary().complete
