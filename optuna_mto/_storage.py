@@ -13,6 +13,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 
 __all__ = [
+    "DEFAULT_STORAGE_NAME",
     "default_home",
     "default_storage_url",
     "get_engine",
@@ -32,12 +33,14 @@ def default_home() -> Path:
     return Path(os.environ.get("OPTUNA_MTO_HOME", "storage")).resolve()
 
 
-def default_storage_url(study_name: str) -> str:
-    """Return the SQLite URL of a study's default database under :func:`default_home`."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name)
+DEFAULT_STORAGE_NAME = "optuna_mto.db"
+
+
+def default_storage_url() -> str:
+    """Return the SQLite URL of the embedded default database under :func:`default_home`."""
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / safe}.db"
+    return f"sqlite:///{home / DEFAULT_STORAGE_NAME}"
 
 
 def mask_url(url: str) -> str:

@@ -28,7 +28,13 @@ from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
 from optuna_mto._splits import dataset_fingerprint, make_splitter
-from optuna_mto._storage import default_home, get_engine, open_storage, storage_url
+from optuna_mto._storage import (
+    default_home,
+    default_storage_url,
+    get_engine,
+    open_storage,
+    storage_url,
+)
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
 from optuna_mto._trial import EvaluateFn, SplitTrial
 from optuna_mto._worker import Job, Worker, run_processes, run_threads, work_left
@@ -40,22 +46,15 @@ from optuna_mto.checkpoints import (
 )
 from optuna_mto.transfer import BaseTransferManager, GreedyTransfer, from_params
 
-__all__ = ["DEFAULT_STORAGE_NAME", "MTOStudy", "create_study", "load_study"]
+__all__ = ["MTOStudy", "create_study", "load_study"]
 
 _logger = logging.getLogger(__name__)
 DATASET_KEY = "mto:dataset"
-DEFAULT_STORAGE_NAME = "optuna_mto.db"
 _DEFAULT_HEARTBEAT_S = 30
 
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
     return study._storage.get_study_system_attrs(study._study_id)
-
-
-def _default_storage() -> str:
-    home = default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / DEFAULT_STORAGE_NAME}"
 
 
 def _artifact_spec(
@@ -110,7 +109,6 @@ class MTOStudy:
         self.study = study
         self.config = config
         self.transfer = transfer
-        self._artifact_store = artifact_store
         self._checkpoints = CheckpointStore(artifact_store, prefix="mto")
         self._open_kwargs = open_kwargs
         self._claims = ClaimTable(get_engine(study._storage), study._study_id)
@@ -418,7 +416,7 @@ def create_study(
             f"but got transfer={transfer!r}."
         )
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    opened = open_storage(storage or _default_storage(), **open_kwargs)
+    opened = open_storage(storage or default_storage_url(), **open_kwargs)
     study_name = study_name or f"mto-{uuid.uuid4().hex[:8]}"
     config = StudyConfig(
         n_splits=n_splits,
@@ -478,7 +476,7 @@ def load_study(
         ValueError: If the study was not created by optuna-mto.
     """
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    opened = open_storage(storage or _default_storage(), **open_kwargs)
+    opened = open_storage(storage or default_storage_url(), **open_kwargs)
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
