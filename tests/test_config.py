@@ -204,8 +204,6 @@ def test_check_same_single_difference_message() -> None:
 
 
 def test_check_same_compares_in_stored_json_form():
-    import json
-
     given = StudyConfig(transfer={"name": "Mine", "sizes": (1, 2)})
     stored = StudyConfig.from_dict(json.loads(json.dumps(given.to_dict())))
     given.check_same(stored, "s")  # a tuple given equals the list it was stored as
