@@ -11,6 +11,7 @@ scored only once, by the model the study picks.
     python examples/cifar10_resnet.py --data-dir ~/data            # K=4, one GPU each
     python examples/cifar10_resnet.py --data-dir ~/data --transfer none
     python examples/cifar10_resnet.py --smoke                      # offline, CPU, ~1 min
+    python examples/cifar10_resnet.py --smoke --devices cuda:0     # offline, GPU set-up check
 
 ``--data-dir`` is downloaded into when CIFAR-10 is not there yet. ``--smoke`` runs
 the same code on 256 fake 32x32 images (torchvision's FakeData) for a few steps on the
@@ -271,6 +272,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data", help="CIFAR-10 folder (downloaded into)")
     parser.add_argument("--smoke", action="store_true", help="offline FakeData run on the CPU")
+    parser.add_argument(
+        "--devices", nargs="+", default=None, metavar="DEVICE",
+        help="devices, round-robin over the splits (default: one GPU per split if there "
+        "are GPUs, else the CPU; smoke: cpu), e.g. --devices cuda:0 cuda:1",
+    )  # fmt: skip
     parser.add_argument("--study-name", default=None, help="default: cifar10-<transfer>-s<seed>")
     parser.add_argument("--storage", default=None, help="database URL (default: SQLite file)")
     parser.add_argument("--n-splits", type=int, default=None, help="K (default 4; smoke 2)")
@@ -312,7 +318,9 @@ def main() -> None:
         # use for them (and a worker done early would poll for the others' state).
         heartbeat_interval=None if smoke else 30,
     )
-    devices = ["cpu"] if smoke else None  # None: one GPU per split when there are GPUs
+    # None: one GPU per split when there are GPUs. A smoke run stays on the CPU unless
+    # told otherwise (``--smoke --devices cuda:0`` checks a GPU set-up in seconds).
+    devices = args.devices or (["cpu"] if smoke else None)
     start = time.perf_counter()
     study.optimize(
         objective,
@@ -325,7 +333,7 @@ def main() -> None:
 
     summary = study.summary()
     print(summary)
-    device = "cuda" if torch.cuda.is_available() and not smoke else "cpu"
+    device = devices[0] if devices else ("cuda" if torch.cuda.is_available() else "cpu")
     model = study.load_best_model(make_resnet18().to(device))
     test = source.dataset("test")
     test_acc = accuracy(model, test, range(len(test)), workers=objective.workers)

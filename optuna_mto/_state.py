@@ -45,8 +45,14 @@ def apply_state(
         scheduler.load_state_dict(state["scheduler"])
 
 
-def get_rng_state() -> dict[str, Any]:
-    """Return the torch, CUDA, Python and NumPy global RNG states as tensors and ints."""
+def get_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Return the global RNG states (torch, Python, NumPy) as tensors and ints.
+
+    Args:
+        device: The device the split trains on. For a CUDA device its generator's state
+            is included too; the other GPUs' are not, so a worker never initialises
+            CUDA, or a context on another GPU, just to save a checkpoint.
+    """
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -58,24 +64,29 @@ def get_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore RNG states saved by :func:`get_rng_state`."""
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore RNG states saved by :func:`get_rng_state`.
+
+    Args:
+        state: The saved states (their tensors may be on any device).
+        device: The device the split trains on now. A saved CUDA state is restored onto
+            it (also when the split was on another GPU before); on the CPU it is ignored.
+    """
     torch.set_rng_state(state["torch"].cpu())
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = state["numpy"]
-    keys = np_state["keys"].numpy().astype(np.uint32)
+    keys = np_state["keys"].cpu().numpy().astype(np.uint32)  # loaded onto a GPU, maybe
     np.random.set_state(
         ("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
     )
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all(cuda_states)
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def check_compatible(own: dict[str, torch.Tensor], donor: dict[str, torch.Tensor]) -> None:

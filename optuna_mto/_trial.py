@@ -281,7 +281,7 @@ class SplitTrial:
             check_compatible(model.state_dict(), state["model"])
             self._apply(state)
             if "rng" in state:
-                set_rng_state(state["rng"])
+                set_rng_state(state["rng"], self._device)
             step = int(state["step"])
             self._lineage = [int(s) for s in state.get("lineage", [self._split])]
             self._relations = {int(k): float(v) for k, v in state.get("relations", {}).items()}
@@ -532,7 +532,7 @@ class SplitTrial:
         state.update(
             step=step,
             fitness=fitness,
-            rng=get_rng_state(),
+            rng=get_rng_state(self._device),
             lineage=list(self._lineage),
             relations={str(k): v for k, v in self._relations.items()},
         )

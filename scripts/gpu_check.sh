@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check of optuna-mto, as one command for a lent GPU machine (no network):
+# environment report, the GPU-marked tests, then benchmarks/gpu.py. Logs and the
+# benchmark's JSON go to $OUT (default /tmp/optuna-mto-gpu).
+#
+#   bash scripts/gpu_wheels.sh            # here, with network: Optuna & co. into .whl
+#   bash scripts/gpu_check.sh             # there, in the repository root, .whl carried
+#   GPU_CHECK_ALLOW_CPU=1 BENCH_BUDGET=45 GPU_BENCH_ARGS="--cpu --tiny" \
+#     bash scripts/gpu_check.sh           # dry run of the script itself, without a GPU
+#
+# Uses the machine's own python3 (its PyTorch and CUDA); wheels in .whl, if any, are
+# installed into a private folder first. Budget: tests <= 150 s, benchmark <= 330 s.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/optuna-mto-gpu}
+PY=${PYTHON:-python3}
+BENCH_BUDGET=${BENCH_BUDGET:-330}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+wheels=${GPU_WHEELS_DIR:-.whl}
+if compgen -G "$wheels/*.whl" >/dev/null; then
+  site=${GPU_SITE:-/tmp/optuna-mto-site}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$site" "$wheels"/*.whl || { echo "installing $wheels failed"; exit 1; }
+  export PYTHONPATH="$site"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  "$PY" - <<'EOF'
+import os
+import platform
+import sys
+
+import numpy
+import optuna
+import sqlalchemy
+import torch
+import torchvision
+
+import optuna_mto
+
+print("python", platform.python_version(), "| torch", torch.__version__,
+      "| torchvision", torchvision.__version__, "| numpy", numpy.__version__)
+print("optuna", optuna.__version__, "| sqlalchemy", sqlalchemy.__version__,
+      "| optuna_mto", optuna_mto.__version__)
+print("cuda available:", torch.cuda.is_available(), "| devices:",
+      [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
+if not torch.cuda.is_available() and os.environ.get("GPU_CHECK_ALLOW_CPU") != "1":
+    sys.exit("no CUDA device: this check would only skip (GPU_CHECK_ALLOW_CPU=1 for a dry run)")
+EOF
+} 2>&1 | tee "$OUT/env.txt"
+env_rc=${PIPESTATUS[0]}
+[ "$env_rc" -eq 0 ] || { echo "environment check failed (rc $env_rc)"; exit "$env_rc"; }
+
+echo "== tests/test_gpu.py =="
+timeout 150 "$PY" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
+tests_rc=${PIPESTATUS[0]}
+
+echo "== benchmarks/gpu.py =="
+timeout $((BENCH_BUDGET + 60)) "$PY" benchmarks/gpu.py --budget "$BENCH_BUDGET" \
+  --out "$OUT/gpu.json" ${GPU_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+bench_rc=${PIPESTATUS[0]}
+
+echo "tests rc=$tests_rc benchmark rc=$bench_rc"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
