@@ -32,12 +32,14 @@ _EXECUTORS = ("auto", "thread", "process")
 def assign_devices(n_jobs: int, devices: Sequence[str | torch.device] | None) -> list[str]:
     """Return one device per worker.
 
-    An explicit ``devices`` list is used round-robin. Otherwise, with G visible CUDA
-    GPUs, worker i gets ``cuda:{i % G}`` (one GPU each when ``n_jobs <= G``); on a
-    machine without GPUs every worker gets ``"cpu"``.
+    An explicit ``devices`` list is used round-robin; a bare ``"cuda"`` means
+    ``"cuda:0"``, the first visible GPU. Otherwise, with G visible CUDA GPUs, worker i
+    gets ``cuda:{i % G}`` (one GPU each when ``n_jobs <= G``); on a machine without
+    GPUs every worker gets ``"cpu"``.
 
     Raises:
-        ValueError: For an empty list or a device string torch does not understand.
+        ValueError: For an empty list, a device string torch does not understand, or a
+            CUDA device this machine does not have.
     """
     if devices is not None:
         if len(devices) == 0:
@@ -45,16 +47,42 @@ def assign_devices(n_jobs: int, devices: Sequence[str | torch.device] | None) ->
         parsed = []
         for device in devices:
             try:
-                parsed.append(str(torch.device(device)))
+                parsed_device = torch.device(device)
             except (RuntimeError, TypeError) as err:
                 raise ValueError(
                     f"{device!r} is not a torch device; use e.g. 'cpu', 'cuda:0' or 'mps'."
                 ) from err
+            if parsed_device.type == "cuda":
+                parsed_device = _visible_cuda_device(device, parsed_device)
+            parsed.append(str(parsed_device))
         return [parsed[i % len(parsed)] for i in range(n_jobs)]
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n_gpus:
         return [f"cuda:{i % n_gpus}" for i in range(n_jobs)]
     return ["cpu"] * n_jobs
+
+
+def _visible_cuda_device(given: str | torch.device, device: torch.device) -> torch.device:
+    """Return ``device`` with its index (0 for a bare ``"cuda"``) if this machine has it.
+
+    Checked here, before any worker starts, because a missing GPU otherwise surfaces as
+    a CUDA error inside each worker. Neither call creates a CUDA context.
+    """
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus == 0:
+        raise ValueError(
+            f"devices names {given!r}, but torch sees no CUDA device here "
+            "(torch.cuda.is_available() is False); use devices=['cpu'] or leave devices "
+            "unset to pick GPUs automatically."
+        )
+    index = 0 if device.index is None else device.index
+    if index >= n_gpus:
+        raise ValueError(
+            f"devices names {given!r}, but torch sees {n_gpus} CUDA device(s) here "
+            f"(cuda:0 to cuda:{n_gpus - 1}); check CUDA_VISIBLE_DEVICES, which renumbers "
+            "the GPUs a process sees."
+        )
+    return torch.device("cuda", index)
 
 
 def cpu_threads_per_worker(n_jobs: int) -> int:

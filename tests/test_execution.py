@@ -23,7 +23,6 @@ def _module_level_objective(trial) -> float:
 
 
 def test_assign_devices_round_robin_and_validation(monkeypatch):
-    assert assign_devices(3, ["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1", "cuda:0"]
     assert assign_devices(2, [torch.device("cpu")]) == ["cpu", "cpu"]
     with pytest.raises(ValueError, match=r"devices=\[\]"):
         assign_devices(1, [])
@@ -31,9 +30,15 @@ def test_assign_devices_round_robin_and_validation(monkeypatch):
         assign_devices(1, ["tpu:9"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert assign_devices(3, ["cuda:0", "cuda:1"]) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert assign_devices(2, ["cuda", torch.device("cuda")]) == ["cuda:0", "cuda:0"]
     assert assign_devices(5, None) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    with pytest.raises(ValueError, match=r"'cuda:2', but torch sees 2 CUDA device\(s\)"):
+        assign_devices(1, ["cuda:0", "cuda:2"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert assign_devices(2, None) == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="'cuda:0', but torch sees no CUDA device"):
+        assign_devices(1, ["cuda:0"])
 
 
 def test_cpu_threads_are_shared_between_workers():

@@ -195,6 +195,17 @@ def test_bad_arguments_give_clear_errors(study_name, digits):
         optuna_mto.create_study(study_name=study_name, artifact_store="s3")
 
 
+def test_a_gpu_this_machine_lacks_is_refused_before_any_split_starts(study_name, digits):
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2)
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, or the first of none
+    with pytest.raises(ValueError, match=f"devices names '{missing}', but torch sees"):
+        study.optimize(
+            lambda trial: None, dataset=(x, y), evaluate=lambda m, i: 0.0, devices=["cpu", missing]
+        )
+    assert study.study.get_trials() == []
+
+
 def test_unreachable_storage_error_masks_the_password():
     url = "postgresql+psycopg://alice:s3cret@127.0.0.1:1/nowhere"
     with pytest.raises(ValueError, match="Could not open the storage") as info:
