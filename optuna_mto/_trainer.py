@@ -67,6 +67,8 @@ class SupervisedTrainer:
             raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
         check_int("epochs", epochs, 1)
         check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("num_workers", num_workers, 0)
         if isinstance(dataset, tuple):
             if len(dataset) != 2 or len(dataset[0]) != len(dataset[1]):
                 raise ValueError(
@@ -136,36 +138,37 @@ class SupervisedTrainer:
         """Run one epoch over ``indices``; return the mean training loss."""
         device = next(model.parameters()).device
         model.train()
-        total, count = 0.0, 0
+        # Summed on the device: no host synchronisation per batch on a GPU.
+        total, count = torch.zeros((), device=device), 0
         for inputs, labels in self._batches(indices, self.batch_size, generator):
             inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = self.loss_fn(model(inputs), labels)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(labels)
+            total += loss.detach() * len(labels)
             count += len(labels)
-        return total / max(count, 1)
+        return float(total) / max(count, 1)
 
     def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
         """Return the metric of ``model`` on the rows ``indices`` of the dataset."""
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        correct, loss_sum, count = 0, 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         with torch.no_grad():
             for inputs, labels in self._batches(indices, self.eval_batch_size, None):
                 inputs, labels = inputs.to(device), labels.to(device)
                 outputs = model(inputs)
                 if self.metric == "accuracy":
-                    correct += int((outputs.argmax(dim=1) == labels).sum())
+                    total += (outputs.argmax(dim=1) == labels).sum()
                 else:
-                    loss_sum += float(self.loss_fn(outputs, labels)) * len(labels)
+                    total += self.loss_fn(outputs, labels).double() * len(labels)
                 count += len(labels)
         model.train(was_training)
         if count == 0:
             return float("nan")
-        return correct / count if self.metric == "accuracy" else loss_sum / count
+        return float(total) / count
 
     def __call__(self, trial: SplitTrial) -> None:
         """Train split ``trial.split``, reporting the validation metric every epoch.
