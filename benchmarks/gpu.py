@@ -65,6 +65,7 @@ from optuna_mto._board import Blackboard, SplitRecord  # noqa: E402
 from optuna_mto.transfer import GreedyTransfer  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+VALIDATION_FRACTION = optuna_mto.StudyConfig().validation_fraction  # the studies' default
 
 
 # ---------------------------------------------------------------------- configuration
@@ -174,10 +175,11 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 class SyntheticData:
     """CIFAR-sized random images and labels, resident on the device."""
 
-    def __init__(self, cfg: Config, seed: int = 0) -> None:
+    def __init__(self, cfg: Config, seed: int = 0, rows: int | None = None) -> None:
+        rows = cfg.rows if rows is None else rows
         gen = torch.Generator().manual_seed(seed)
-        x = torch.randn(cfg.rows, 3, 32, 32, generator=gen)
-        y = torch.randint(0, 10, (cfg.rows,), generator=gen)
+        x = torch.randn(rows, 3, 32, 32, generator=gen)
+        y = torch.randint(0, 10, (rows,), generator=gen)
         self.x = x.to(cfg.device).contiguous(memory_format=memory_format(cfg))
         self.y = y.to(cfg.device)
 
@@ -265,6 +267,13 @@ def bench_single(cfg: Config, results: dict[str, Any], deadline: float) -> dict[
     sync(cfg.device)
     seconds = time.perf_counter() - start
     peak = peak_bytes(cfg)
+    # Evaluation speed, to size section b (every report scores the validation rows).
+    eval_rows = np.arange(min(cfg.rows, 256 if cfg.tiny else 4096))
+    model.eval()
+    eval_start = time.perf_counter()
+    accuracy(cfg, model, data, eval_rows)
+    sync(cfg.device)
+    eval_s = time.perf_counter() - eval_start
     out = {
         "model": type(model).__name__ if cfg.tiny else "resnet18-cifar",
         "params": sum(p.numel() for p in model.parameters()),
@@ -273,6 +282,7 @@ def bench_single(cfg: Config, results: dict[str, Any], deadline: float) -> dict[
         "seconds": seconds,
         "images_per_s": steps * cfg.batch_size / seconds,
         "step_ms": 1000 * seconds / steps,
+        "eval_images_per_s": len(eval_rows) / max(eval_s, 1e-9),
         "peak_memory_bytes": peak,
         "data_bytes": data.nbytes,
         "peak_memory_without_data_bytes": None if peak is None else peak - data.nbytes,
@@ -339,16 +349,23 @@ def bench_shared(
     cfg: Config, results: dict[str, Any], deadline: float, streams: bool = False
 ) -> dict[str, Any]:
     single = results["sections"].get("a_single", {})
-    rate = single.get("images_per_s")
+    rate, eval_rate = single.get("images_per_s"), single.get("eval_images_per_s")
     k, epochs, batch = cfg.splits, cfg.shared_epochs, cfg.batch_size
     seconds = min(cfg.shared_seconds, 0.5 * max(0.0, deadline - time.monotonic()))
-    if rate:  # size the run to last about `seconds` if the K splits shared perfectly
-        steps = int(seconds * rate / (k * epochs * batch))
+    # Each split scores its validation rows at every report and once more per transfer
+    # candidate: keep that under 40% of the time (fewer rows where evaluation is slow).
+    rows = cfg.rows
+    if eval_rate:
+        evals = k * epochs * 2 * VALIDATION_FRACTION
+        rows = max(min(256, cfg.rows), min(cfg.rows, int(0.4 * seconds * eval_rate / evals)))
+    eval_s = k * epochs * 2 * VALIDATION_FRACTION * rows / eval_rate if eval_rate else 0.0
+    if rate:  # size the training to fill the rest if the K splits shared perfectly
+        steps = int(max(0.0, seconds - eval_s) * rate / (k * epochs * batch))
     else:
         steps = cfg.shared_min_steps
     steps = max(cfg.shared_min_steps, min(steps, 400))
     reset_peak(cfg)
-    data = SyntheticData(cfg)
+    data = SyntheticData(cfg, rows=rows)
     objective = SharedObjective(cfg, data, steps, deadline, streams)
     study = optuna_mto.create_study(
         study_name=f"bench-shared-{uuid.uuid4().hex[:6]}",
@@ -361,7 +378,7 @@ def bench_shared(
     )
     sync(cfg.device)
     start = time.perf_counter()
-    study.optimize(objective, dataset=cfg.rows, evaluate=objective.evaluate, n_jobs=k,
+    study.optimize(objective, dataset=rows, evaluate=objective.evaluate, n_jobs=k,
                    executor="thread", devices=[cfg.device])  # fmt: skip
     sync(cfg.device)
     wall = time.perf_counter() - start
@@ -381,6 +398,8 @@ def bench_shared(
         "epochs": epochs,
         "steps_per_epoch": steps,
         "batch_size": batch,
+        "rows": rows,
+        "expected_eval_s": eval_s,
         "images": images,
         "optimize_wall_s": wall,
         "train_window_s": window,
