@@ -9,7 +9,33 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["apply_state", "capture_state", "check_compatible", "get_rng_state", "set_rng_state"]
+__all__ = [
+    "apply_state",
+    "capture_state",
+    "check_compatible",
+    "get_rng_state",
+    "set_rng_state",
+    "unwrap_model",
+]
+
+_PARALLEL_WRAPPERS = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Return the module inside ``torch.compile``, ``DataParallel`` or DDP wrappers.
+
+    Their ``state_dict`` keys carry a prefix (``_orig_mod.``, ``module.``); the inner
+    module's do not. Checkpoints hold the inner module's state, so a compiled split and
+    a plain one exchange weights, and the exported model loads into a plain model.
+    """
+    while True:
+        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+        if isinstance(inner, torch.nn.Module):
+            model = inner
+        elif isinstance(model, _PARALLEL_WRAPPERS):
+            model = model.module
+        else:
+            return model
 
 
 def capture_state(
@@ -18,7 +44,7 @@ def capture_state(
     """Return the model's (and optimizer's, scheduler's) state dicts.
 
     Args:
-        model: The model.
+        model: The model (wrappers are looked through, see :func:`unwrap_model`).
         optimizer: Its optimizer, if any.
         scheduler: Its LR scheduler, if any.
         clone: Deep-copy the tensors (needed when the model changes while the state
@@ -26,7 +52,7 @@ def capture_state(
             serialise them at once.
     """
     keep = copy.deepcopy if clone else (lambda x: x)
-    state: dict[str, Any] = {"model": keep(model.state_dict())}
+    state: dict[str, Any] = {"model": keep(unwrap_model(model).state_dict())}
     if optimizer is not None:
         state["optimizer"] = keep(optimizer.state_dict())
     if scheduler is not None:
@@ -38,7 +64,7 @@ def apply_state(
     state: dict[str, Any], model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None
 ) -> None:
     """Load ``state`` (from :func:`capture_state` or a checkpoint) into the objects given."""
-    model.load_state_dict(state["model"])
+    unwrap_model(model).load_state_dict(state["model"])
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and "scheduler" in state:

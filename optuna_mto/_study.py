@@ -28,6 +28,7 @@ from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
 from optuna_mto._splits import dataset_fingerprint, make_splitter
+from optuna_mto._state import unwrap_model
 from optuna_mto._storage import (
     default_home,
     default_storage_url,
@@ -327,9 +328,13 @@ class MTOStudy:
         return self._checkpoints.load(ref, map_location=map_location)["model"]
 
     def load_best_model(self, model: torch.nn.Module, split: int | None = None) -> torch.nn.Module:
-        """Load the best-ranked model's weights into ``model`` and return it."""
+        """Load the best-ranked model's weights into ``model`` and return it.
+
+        ``model`` may be plain or wrapped (``torch.compile``, ``DataParallel``, DDP),
+        whichever way the splits were trained.
+        """
         device = next(iter(model.parameters()), torch.empty(0)).device
-        model.load_state_dict(self.best_state_dict(split, map_location=device))
+        unwrap_model(model).load_state_dict(self.best_state_dict(split, map_location=device))
         return model
 
     def export_best_model(self, path: str | os.PathLike[str], split: int | None = None) -> Path:

@@ -26,6 +26,7 @@ from optuna_mto._state import (
     check_compatible,
     get_rng_state,
     set_rng_state,
+    unwrap_model,
 )
 from optuna_mto.checkpoints import CheckpointRef, CheckpointStore
 from optuna_mto.transfer import BaseTransferManager, TransferContext, is_better, update_relation
@@ -278,7 +279,7 @@ class SplitTrial:
                 _logger.warning("Split %d: cannot resume from %s: %s", self._split, ref, err)
                 self._trial.set_user_attr(f"bad_checkpoint:{ref.artifact_id}", str(err))
                 continue
-            check_compatible(model.state_dict(), state["model"])
+            check_compatible(unwrap_model(model).state_dict(), state["model"])
             self._apply(state)
             if "rng" in state:
                 set_rng_state(state["rng"], self._device)
@@ -413,7 +414,7 @@ class SplitTrial:
             _logger.warning("Split %d skips donor split %d: %s", self._split, record.split, err)
             return f"bad checkpoint: {err}"
         assert self._model is not None
-        check_compatible(self._model.state_dict(), state["model"])
+        check_compatible(unwrap_model(self._model).state_dict(), state["model"])
         return state
 
     def _try_transfer(

@@ -14,6 +14,7 @@ from optuna_mto._state import (
     check_compatible,
     get_rng_state,
     set_rng_state,
+    unwrap_model,
 )
 from optuna_mto.checkpoints import AtomicFileSystemArtifactStore, CheckpointStore
 
@@ -95,3 +96,20 @@ def test_incompatible_architectures_are_named():
     with pytest.raises(ValueError, match="have tensor '2.weight' that the receiver's model lacks"):
         check_compatible(shorter, own)
     check_compatible(own, _model().state_dict())
+
+
+def test_unwrap_model_looks_through_compile_and_data_parallel():
+    inner = _model()
+    compiled = torch.compile(inner, backend="eager")
+    parallel = torch.nn.DataParallel(inner)
+    assert unwrap_model(inner) is inner
+    assert unwrap_model(compiled) is inner
+    assert unwrap_model(parallel) is inner
+    assert unwrap_model(torch.compile(parallel, backend="eager")) is inner
+    assert next(iter(compiled.state_dict())).startswith("_orig_mod.")  # what it avoids
+
+    state = capture_state(compiled)
+    assert list(state["model"]) == list(inner.state_dict())
+    other = _model()
+    apply_state(state, torch.nn.DataParallel(other))
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in state["model"].items())

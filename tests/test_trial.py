@@ -130,3 +130,48 @@ def test_a_corrupted_donor_checkpoint_is_skipped_and_training_goes_on(
     assert "checksum" in event.reason
     assert results[1].transfer is None  # the same bad checkpoint is not tried twice
     assert study.summary().complete
+
+
+class _CompiledAndPlain:
+    """Split 0 trains a ``torch.compile``d model (lr 0.5); split 1 a plain one (lr 0)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+        self.accepted: dict[int, list[bool]] = {0: [], 1: []}
+
+    def evaluate(self, model: torch.nn.Module, indices) -> float:
+        rows = torch.as_tensor(indices)
+        return float((model(self.x[rows]).argmax(1) == self.y[rows]).float().mean())
+
+    def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        torch.manual_seed(trial.split)
+        model = tiny_mlp()
+        if trial.split == 0:
+            model = torch.compile(model, backend="eager")
+        opt = torch.optim.SGD(model.parameters(), lr=0.5 if trial.split == 0 else 0.0)
+        rows = torch.as_tensor(trial.train_indices)
+        for epoch in range(trial.restore(model, opt), 3):
+            for chunk in rows.split(64):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(self.x[chunk]), self.y[chunk])
+                loss.backward()
+                opt.step()
+            result = trial.report(trial.evaluate(model), epoch, model=model, optimizer=opt)
+            self.accepted[trial.split].append(result.accepted)
+
+
+def test_a_compiled_split_and_a_plain_split_exchange_weights(study_name, digits):
+    x, y = digits
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=GreedyTransfer(interval=1, warmup=1)
+    )
+    objective = _CompiledAndPlain(x, y)
+    study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+
+    assert objective.accepted[1][1], "the plain split did not take the compiled split's weights"
+    plain_keys = list(tiny_mlp().state_dict())
+    assert list(study.best_state_dict(split=0)) == plain_keys  # no "_orig_mod." prefix
+    plain = study.load_best_model(tiny_mlp(), split=0)
+    compiled = study.load_best_model(torch.compile(tiny_mlp(), backend="eager"), split=0)
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(compiled.state_dict()[f"_orig_mod.{name}"], tensor)
