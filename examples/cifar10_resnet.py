@@ -12,6 +12,10 @@ scored only once, by the model the study picks.
     python examples/cifar10_resnet.py --data-dir ~/data --transfer none
     python examples/cifar10_resnet.py --smoke                      # offline, CPU, ~1 min
     python examples/cifar10_resnet.py --smoke --devices cuda:0     # offline, GPU set-up check
+    python examples/cifar10_resnet.py --data-dir ~/data --arch densenet121
+
+``--arch`` picks another network of the paper's families (ResNet-50, VGG-16-BN,
+DenseNet-121, MobileNetV2), each adapted to 32x32 inputs the way CIFAR papers do.
 
 ``--data-dir`` is downloaded into when CIFAR-10 is not there yet. ``--smoke`` runs
 the same code on 256 fake 32x32 images (torchvision's FakeData) for a few steps on the
@@ -52,12 +56,39 @@ _datasets_lock = threading.Lock()
 _init_lock = threading.Lock()
 
 
+ARCHS = ("resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2")
+
+
+def make_model(arch: str = "resnet18") -> nn.Module:
+    """A torchvision network adapted to 32x32 inputs, as CIFAR papers use them.
+
+    ResNets: 3x3 stride-1 first convolution, no max-pooling. VGG: global average
+    pooling and one linear layer after the five poolings (1x1 feature maps at 32x32).
+    DenseNet: 3x3 stride-1 first convolution, no pooling after it. MobileNetV2: stride-1
+    first convolution.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, but got arch={arch!r}.")
+    model = getattr(torchvision.models, arch)(num_classes=10)
+    if arch.startswith("resnet"):
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif arch.startswith("vgg"):
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        model.classifier = nn.Linear(512, 10)
+    elif arch.startswith("densenet"):
+        width = model.features.conv0.out_channels
+        model.features.conv0 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        model.features.pool0 = nn.Identity()
+    else:  # mobilenet_v2
+        first = model.features[0][0]
+        model.features[0][0] = nn.Conv2d(3, first.out_channels, 3, 1, 1, bias=False)
+    return model
+
+
 def make_resnet18() -> nn.Module:
     """torchvision's ResNet-18 for 32x32 inputs: 3x3 stride-1 conv1 and no max-pooling."""
-    model = torchvision.models.resnet18(num_classes=10)
-    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    model.maxpool = nn.Identity()
-    return model
+    return make_model("resnet18")
 
 
 def _transform(augment: bool) -> transforms.Compose:
@@ -193,6 +224,7 @@ class Cifar10Objective:
         workers: DataLoader worker processes per split.
         seed: Seeds model initialisation and shuffling (with the split index).
         steps_per_epoch: Cap on the batches of an epoch (None: the whole split).
+        arch: The network (one of :data:`ARCHS`).
     """
 
     source: Cifar10Source
@@ -202,6 +234,7 @@ class Cifar10Objective:
     workers: int = 4
     seed: int = 0
     steps_per_epoch: int | None = None
+    arch: str = "resnet18"
 
     def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
         """Accuracy on the un-augmented training images at ``indices`` (validation rows)."""
@@ -215,7 +248,7 @@ class Cifar10Objective:
             torch.backends.cudnn.benchmark = True
         with _init_lock, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1000 + trial.split)
-            model = make_resnet18()
+            model = make_model(self.arch)
         memory_format = torch.channels_last if cuda else torch.contiguous_format
         model = model.to(device, memory_format=memory_format)
         optimizer = torch.optim.SGD(
@@ -287,7 +320,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers per split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--transfer", choices=["greedy", "none"], default="greedy")
-    parser.add_argument("--export", default="storage/cifar10_resnet18_best.pt")
+    parser.add_argument("--arch", choices=ARCHS, default="resnet18", help="the network")
+    parser.add_argument("--export", default=None, help="default storage/cifar10_<arch>_best.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -303,11 +337,13 @@ def main() -> None:
         workers=(0 if smoke else 4) if args.workers is None else args.workers,
         seed=args.seed,
         steps_per_epoch=2 if smoke else None,
+        arch=args.arch,
     )
     transfer = GreedyTransfer(interval=1, warmup=1) if args.transfer == "greedy" else NoTransfer()
     prefix = "cifar10-smoke" if smoke else "cifar10"
+    arch_tag = "" if args.arch == "resnet18" else f"{args.arch}-"
     study = optuna_mto.create_study(
-        study_name=args.study_name or f"{prefix}-{args.transfer}-s{args.seed}",
+        study_name=args.study_name or f"{prefix}-{arch_tag}{args.transfer}-s{args.seed}",
         storage=args.storage,
         n_splits=n_splits,
         direction="maximize",
@@ -334,7 +370,7 @@ def main() -> None:
     summary = study.summary()
     print(summary)
     device = devices[0] if devices else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = study.load_best_model(make_resnet18().to(device))
+    model = study.load_best_model(make_model(args.arch).to(device))
     test = source.dataset("test")
     test_acc = accuracy(model, test, range(len(test)), workers=objective.workers)
     events = study.transfers()
@@ -345,7 +381,8 @@ def main() -> None:
         f"{summary.mean[summary.best_split]:.4f}, test accuracy {test_acc:.4f}"
         f"{' (fake data)' if smoke else ''}"
     )
-    print(f"exported to {study.export_best_model(args.export)}; optimize took {elapsed:.1f} s")
+    export = args.export or f"storage/cifar10_{args.arch}_best.pt"
+    print(f"exported to {study.export_best_model(export)}; optimize took {elapsed:.1f} s")
 
 
 if __name__ == "__main__":

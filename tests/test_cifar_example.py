@@ -89,3 +89,42 @@ def test_schedule_state_from_a_donor_further_along_does_not_break_training(
     kept = [e for e in study.transfers() if e.accepted]
     assert [(e.receiver, e.donor, e.step) for e in kept][:1] == [(1, 0, 1)]
     assert study.summary().complete
+
+
+def _example(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    import cifar10_resnet as example
+
+    return example
+
+
+@pytest.mark.parametrize(
+    "arch", ["resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2"]
+)
+def test_every_architecture_takes_32x32_images_and_transfers_whole(monkeypatch, arch):
+    import torch
+
+    from optuna_mto._state import apply_state, capture_state
+
+    example = _example(monkeypatch)
+    assert arch in example.ARCHS
+    torch.manual_seed(0)
+    donor, receiver = example.make_model(arch), example.make_model(arch)
+    images = torch.randn(4, 3, 32, 32)
+    donor.train()
+    with torch.no_grad():
+        donor(images)  # moves the BatchNorm running statistics away from their init
+    donor.eval()
+    receiver.eval()
+    with torch.no_grad():
+        expected = donor(images)
+        assert expected.shape == (4, 10)
+        assert not torch.equal(receiver(images), expected)
+        apply_state(capture_state(donor), receiver)
+        assert torch.equal(receiver(images), expected)  # parameters and buffers
+
+
+def test_an_unknown_architecture_is_refused_with_the_choices(monkeypatch):
+    example = _example(monkeypatch)
+    with pytest.raises(ValueError, match=r"one of \('resnet18'.*but got arch='resnet19'"):
+        example.make_model("resnet19")
