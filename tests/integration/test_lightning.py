@@ -65,9 +65,16 @@ def _loader(x, y, rows, shuffle: bool) -> torch.utils.data.DataLoader:
 class DigitsObjective:
     """Split 0 learns (lr 0.1); split 1 never moves on its own (lr 0)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, fail_split: int | None = None) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        fail_split: int | None = None,
+        precision: str = "32-true",
+    ) -> None:
         self.x, self.y = x, y
         self.fail_split = fail_split
+        self.precision = precision
         self.callbacks: dict[tuple[int, int], MTOCallback] = {}
         self.modules: dict[tuple[int, int], LitDigits] = {}
 
@@ -89,6 +96,7 @@ class DigitsObjective:
             enable_model_summary=False,
             logger=False,
             enable_checkpointing=False,
+            precision=self.precision,
             **trainer_device_kwargs(trial),
         )
         train = _loader(self.x, self.y, trial.train_indices, shuffle=True)
@@ -140,6 +148,21 @@ def test_lightning_splits_complete_report_every_epoch_and_accept_a_transfer(
     assert callback.accepted_transfers >= 1 and callback.results[1].accepted
     module = objective.modules[1, 0]
     assert objective.evaluate(module, study.splits(len(x))[1][1]) > 0.5
+
+
+def test_a_transfer_under_mixed_precision_is_applied(tmp_path, study_name, digits):
+    # The AMP path users take on GPUs ("16-mixed"); bf16 autocast is its CPU twin.
+    x, y = digits
+    study = _study(tmp_path, study_name)
+    objective = DigitsObjective(x, y, precision="bf16-mixed")
+    study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+
+    kept = [e for e in study.transfers() if e.accepted]
+    assert [(e.receiver, e.donor, e.step) for e in kept][:1] == [(1, 0, 1)]
+    values = {t.params["split"]: t.intermediate_values for t in study.study.get_trials()}
+    assert values[1][0] == values[1][1] < 0.5 < values[1][2]
+    module = objective.modules[1, 0]
+    assert all(p.dtype == torch.float32 for p in module.parameters())  # fp32 master weights
 
 
 def test_a_retried_lightning_split_resumes_after_its_last_report(tmp_path, study_name, digits):
