@@ -354,11 +354,11 @@ def bench_shared(
     seconds = min(cfg.shared_seconds, 0.5 * max(0.0, deadline - time.monotonic()))
     # Each split scores its validation rows at every report and once more per transfer
     # candidate: keep that under 40% of the time (fewer rows where evaluation is slow).
+    evals = k * epochs * 2 * VALIDATION_FRACTION  # scorings per row of the dataset
     rows = cfg.rows
     if eval_rate:
-        evals = k * epochs * 2 * VALIDATION_FRACTION
         rows = max(min(256, cfg.rows), min(cfg.rows, int(0.4 * seconds * eval_rate / evals)))
-    eval_s = k * epochs * 2 * VALIDATION_FRACTION * rows / eval_rate if eval_rate else 0.0
+    eval_s = evals * rows / eval_rate if eval_rate else 0.0
     if rate:  # size the training to fill the rest if the K splits shared perfectly
         steps = int(max(0.0, seconds - eval_s) * rate / (k * epochs * batch))
     else:

@@ -86,11 +86,6 @@ def make_model(arch: str = "resnet18") -> nn.Module:
     return model
 
 
-def make_resnet18() -> nn.Module:
-    """torchvision's ResNet-18 for 32x32 inputs: 3x3 stride-1 conv1 and no max-pooling."""
-    return make_model("resnet18")
-
-
 def _transform(augment: bool) -> transforms.Compose:
     steps = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
     tail = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
