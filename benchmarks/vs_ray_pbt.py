@@ -149,12 +149,14 @@ def run_ray(dataset: str, seed: int, epochs: int, home: Path) -> dict[str, Any]:
         ),
     )
     start = time.perf_counter()
-    results = tuner.fit()
-    wall = time.perf_counter() - start
-    best = results.get_best_result(metric="val_acc", mode="max", scope="last")
-    with best.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / "state.pt", weights_only=True)
-    ray.shutdown()
+    try:
+        results = tuner.fit()
+        wall = time.perf_counter() - start
+        best = results.get_best_result(metric="val_acc", mode="max", scope="last")
+        with best.checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / "state.pt", weights_only=True)
+    finally:
+        ray.shutdown()
     model = model_fn()
     model.load_state_dict(state["model"])
     model.eval()
