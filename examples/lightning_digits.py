@@ -21,9 +21,13 @@ import time
 import warnings
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import nn
+
+try:  # the current ``lightning`` package, or the older ``pytorch_lightning`` namespace
+    import lightning.pytorch as pl
+except ImportError:
+    import pytorch_lightning as pl
 
 import optuna_mto
 from optuna_mto.integration import MTOCallback, trainer_device_kwargs

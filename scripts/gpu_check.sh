@@ -3,14 +3,15 @@
 # environment report, the GPU-marked tests, then benchmarks/gpu.py. Logs and the
 # benchmark's JSON go to $OUT (default /tmp/optuna-mto-gpu).
 #
-#   bash scripts/gpu_wheels.sh            # here, with network: Optuna & co. into .whl
+#   bash scripts/gpu_wheels.sh            # here, with network: the project's wheel and the
+#                                         # pure-Python pieces a bare GPU image lacks, into .whl
 #   bash scripts/gpu_check.sh             # there, in the repository root, .whl carried
 #   GPU_CHECK_ALLOW_CPU=1 BENCH_BUDGET=45 GPU_BENCH_ARGS="--cpu --tiny" \
 #     bash scripts/gpu_check.sh           # dry run of the script itself, without a GPU
 #
-# Uses the machine's own python3 (its PyTorch and CUDA); wheels in .whl, if any, are
-# installed into a private folder first. Budget: tests <= 200 s, benchmark <= 280 s (+40 s
-# grace): under 9 minutes in all, so a device call with timeout_s=580 holds it.
+# Uses the machine's own python3 (its PyTorch and CUDA): optuna-mto is installed on top of
+# it with --no-deps, plus the pure-Python pieces the machine lacks, into a private folder.
+# Budget: tests <= 200 s, benchmark <= 280 s (+40 s grace): under 9 minutes in all, so a device call with timeout_s=580 holds it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/optuna-mto-gpu}
@@ -19,14 +20,39 @@ BENCH_BUDGET=${BENCH_BUDGET:-280}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 
+# Install optuna-mto on top of the machine's own PyTorch: the project with --no-deps (from
+# its wheel in .whl when carried, else from this source tree), then only those of its
+# pure-Python dependencies that the machine lacks (from .whl when carried, else the
+# registry). torch, torchvision, NumPy and CUDA stay the machine's.
 wheels=${GPU_WHEELS_DIR:-.whl}
-if compgen -G "$wheels/*.whl" >/dev/null; then
-  site=${GPU_SITE:-/tmp/optuna-mto-site}
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" "$wheels"/*.whl || { echo "installing $wheels failed"; exit 1; }
-  export PYTHONPATH="$site"
+site=${GPU_SITE:-/tmp/optuna-mto-site}
+rm -rf "$site"
+mkdir -p "$site"
+pipi=("$PY" -m pip install -q --no-deps --no-compile --no-cache-dir --disable-pip-version-check
+  --target "$site")
+if compgen -G "$wheels/optuna_mto-*.whl" >/dev/null; then
+  "${pipi[@]}" "$wheels"/optuna_mto-*.whl || { echo "installing the optuna-mto wheel failed"; exit 1; }
+else
+  "${pipi[@]}" . || { echo "installing optuna-mto from source failed"; exit 1; }
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+missing=$("$PY" -c '
+import importlib.util
+# Core dependencies of optuna-mto and Optuna, by import name -> distribution name.
+needed = {"optuna": "optuna", "sqlalchemy": "SQLAlchemy", "alembic": "alembic",
+          "mako": "Mako", "colorlog": "colorlog", "plotly": "plotly", "tqdm": "tqdm",
+          "yaml": "PyYAML", "narwhals": "narwhals", "packaging": "packaging"}
+print(" ".join(d for m, d in needed.items() if importlib.util.find_spec(m) is None))
+')
+if [ -n "$missing" ]; then
+  echo "installing what this machine lacks: $missing"
+  src=()
+  if compgen -G "$wheels/*.whl" >/dev/null; then
+    src=(--no-index --find-links "$wheels")
+  fi
+  # shellcheck disable=SC2086
+  "${pipi[@]}" "${src[@]}" $missing || { echo "installing $missing failed"; exit 1; }
+fi
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 
 {
   date -u
@@ -47,7 +73,8 @@ import optuna_mto
 print("python", platform.python_version(), "| torch", torch.__version__,
       "| torchvision", torchvision.__version__, "| numpy", numpy.__version__)
 print("optuna", optuna.__version__, "| sqlalchemy", sqlalchemy.__version__,
-      "| optuna_mto", optuna_mto.__version__)
+      "| optuna_mto", optuna_mto.__version__, "from", os.path.dirname(optuna_mto.__file__))
+print("torch from", os.path.dirname(torch.__file__), "(the machine's own)")
 print("cuda available:", torch.cuda.is_available(), "| devices:",
       [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
 if not torch.cuda.is_available() and os.environ.get("GPU_CHECK_ALLOW_CPU") != "1":

@@ -4,7 +4,7 @@
 # with the reason shown, when it is not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh test
 .venv/bin/ruff check optuna_mto tests examples benchmarks
 .venv/bin/ruff format --check optuna_mto tests examples benchmarks
 exec .venv/bin/python -m pytest -rs "$@"

@@ -64,6 +64,7 @@ def test_help_for_every_command(capsys):
     assert "worker" in _cli("--help").stdout
 
 
+@pytest.mark.smoke
 def test_summary_prints_the_ranked_table(finished, monkeypatch):
     study, url, home = finished
     monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))

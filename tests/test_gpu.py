@@ -164,7 +164,9 @@ def test_cifar_example_trains_and_transfers_with_mixed_precision_on_the_gpu(tmp_
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    importlib.util.find_spec("pytorch_lightning") is None, reason="needs pytorch-lightning"
+    importlib.util.find_spec("lightning") is None
+    and importlib.util.find_spec("pytorch_lightning") is None,
+    reason="needs lightning (or pytorch-lightning)",
 )
 def test_lightning_example_puts_each_split_on_a_gpu(tmp_path):
     out, study = _run_example(tmp_path, "lightning_digits.py", "--epochs", "3")

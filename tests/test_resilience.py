@@ -56,6 +56,7 @@ def _run(url: str, name: str, **kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.mark.smoke
 @pytest.mark.slow
 def test_sigkill_mid_training_then_restart_resumes_every_split(storage_url, study_name):
     first = _run(storage_url, study_name, start_new_session=True)

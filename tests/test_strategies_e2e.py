@@ -15,6 +15,7 @@ import optuna_mto
 from optuna_mto.transfer import AdaptiveTransfer, GreedyTransfer, PBTTransfer
 
 
+@pytest.mark.smoke
 def test_amto_learns_which_donor_helps(study_name, digits):
     x, y = digits
     trainer = digits_trainer(x, y)
@@ -68,6 +69,7 @@ def test_amto_with_the_trainer_counts_explorer_compute(study_name, digits):
     assert study.summary().complete
 
 
+@pytest.mark.smoke
 def test_pbt_explores_hyperparameters_inside_their_range(study_name, digits):
     x, y = digits
     trainer = digits_trainer(x, y)

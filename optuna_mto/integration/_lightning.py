@@ -8,14 +8,20 @@ from typing import Any
 
 import torch
 
+# The current ``lightning`` package first; the older ``pytorch_lightning`` namespace when
+# it is the only one installed. A callback works only with a Trainer of its own namespace.
 try:
-    import pytorch_lightning as pl
-    from pytorch_lightning.trainer.states import TrainerFn
-except ImportError as err:  # pragma: no cover - exercised only without the extra.
-    raise ImportError(
-        "optuna_mto.integration.MTOCallback needs PyTorch Lightning; install it with "
-        "pip install 'optuna-mto[lightning]' (or pip install 'pytorch-lightning>=2.4')."
-    ) from err
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+except ImportError:
+    try:
+        import pytorch_lightning as pl
+        from pytorch_lightning.trainer.states import TrainerFn
+    except ImportError as err:  # pragma: no cover - exercised only without the extra.
+        raise ImportError(
+            "optuna_mto.integration.MTOCallback needs PyTorch Lightning; install it with "
+            "pip install 'optuna-mto[lightning]' (or pip install 'lightning>=2.4')."
+        ) from err
 
 from optuna_mto._events import ReportResult
 from optuna_mto._trial import SplitTrial

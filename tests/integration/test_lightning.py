@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-pl = pytest.importorskip("pytorch_lightning")
+try:  # the namespace MTOCallback itself uses: ``lightning`` first, else ``pytorch_lightning``
+    import lightning.pytorch as pl
+except ImportError:
+    pl = pytest.importorskip("pytorch_lightning")
 
 import optuna_mto  # noqa: E402
 from optuna_mto.integration import MTOCallback, trainer_device_kwargs  # noqa: E402
@@ -121,6 +124,7 @@ def _study(tmp_path, study_name: str) -> optuna_mto.MTOStudy:
     )
 
 
+@pytest.mark.smoke
 def test_lightning_splits_complete_report_every_epoch_and_accept_a_transfer(
     tmp_path, study_name, digits
 ):
@@ -214,7 +218,8 @@ def test_callback_checks_its_arguments(tmp_path, study_name, digits):
 def test_without_lightning_the_import_error_says_how_to_install(monkeypatch):
     import optuna_mto.integration as integration
 
-    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning"):
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "optuna_mto.integration._lightning")
     monkeypatch.delitem(vars(integration), "MTOCallback")
     with pytest.raises(ImportError, match=r"pip install 'optuna-mto\[lightning\]'"):

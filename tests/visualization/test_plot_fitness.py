@@ -8,6 +8,7 @@ from optuna_mto.visualization import plot_fitness
 from optuna_mto.visualization._common import split_trials
 
 
+@pytest.mark.smoke
 def _trace(figure, name):
     matches = [t for t in figure.data if t.name == name]
     assert len(matches) == 1, [t.name for t in figure.data]
