@@ -63,6 +63,7 @@ def open_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    checked: bool = True,
 ) -> optuna.storages.BaseStorage:
     """Open an Optuna RDB storage tuned for concurrent workers.
 
@@ -76,6 +77,8 @@ def open_storage(
         heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
         grace_period: Seconds without heartbeat after which a trial is stale
             (Optuna's default is twice the interval).
+        checked: False skips Optuna's table creation and schema version check (about
+            half a second): for a worker process whose parent opened the storage.
 
     Returns:
         The storage, wrapped like ``optuna.storages.get_storage`` does.
@@ -114,6 +117,8 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
+                skip_compatibility_check=not checked,
+                skip_table_creation=not checked,
             )
     except Exception as err:  # noqa: BLE001 - re-raised with the masked URL and a fix.
         raise ValueError(

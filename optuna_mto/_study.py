@@ -25,6 +25,7 @@ from optuna_mto._claims import ClaimTable
 from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
+from optuna_mto._main_guard import exit_if_worker_bootstrap
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
 from optuna_mto._splits import dataset_fingerprint, make_splitter
@@ -239,6 +240,7 @@ class MTOStudy:
             dashboard: Keep optuna-dashboard's custom figures and study note up to
                 date while the study runs (if optuna-dashboard is installed).
         """
+        exit_if_worker_bootstrap()  # a worker re-running an unguarded script
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
         evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
@@ -410,6 +412,7 @@ def create_study(
     Returns:
         The study.
     """
+    exit_if_worker_bootstrap()  # a worker re-running an unguarded script
     if direction not in ("maximize", "minimize"):
         raise ValueError(
             f"direction must be 'maximize' or 'minimize', but got direction={direction!r}."

@@ -22,8 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, plan_next_claim
+from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import retry_transient
-from optuna_mto._storage import storage_url
+from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Worker", "run_processes", "run_threads", "work_left"]
 
 _logger = logging.getLogger(__name__)
+#: Seconds between two looks of an idle worker at splits that others still run.
+_IDLE_POLL_S = 0.25
 
 
 @dataclasses.dataclass
@@ -137,7 +140,9 @@ class Worker:
                     return split, attempt, latest.get(split)
             if not running or heartbeat_s is None:
                 return None
-            time.sleep(min(2.0, float(heartbeat_s)))
+            # Short: the study is done, and optimize returns, within this of the last split.
+            if self.job.stop.wait(min(_IDLE_POLL_S, float(heartbeat_s))):
+                return None
 
     def _run_split(
         self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
@@ -247,7 +252,14 @@ def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
 def run_processes(
     study: MTOStudy, job: Job, dataset: Any, devices: list[str], timeout: float | None
 ) -> None:
-    """Run one worker process per device (see :func:`_execution.worker_context`)."""
+    """Run one worker process per device (see :func:`_execution.worker_context`).
+
+    Raises:
+        SystemExit: With one line, for a script that would run again in every worker
+            (no ``if __name__ == "__main__":`` guard).
+        RuntimeError: If worker processes failed.
+    """
+    _execution.check_main_guard()
     ctx = _execution.worker_context()
     threads = _execution.cpu_threads_per_worker(len(devices))
     custom = study.config.artifact_store["kind"] == "custom"
@@ -282,6 +294,8 @@ def run_processes(
             proc.join()
         raise
     failed = [p for p in procs if p.exitcode != 0]
+    if failed and all(p.exitcode == GUARD_EXIT_CODE for p in failed):
+        raise SystemExit(guard_message())
     if failed:
         raise RuntimeError(
             f"{len(failed)} of {len(procs)} worker processes failed (exit codes "
@@ -307,13 +321,15 @@ def _process_main(
     from optuna_mto._study import load_study
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # The parent created the tables and checked their version already.
+    storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
     torch.set_num_threads(n_threads)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
     )
     study = load_study(
         study_name=payload["study_name"],
-        storage=payload["storage"],
+        storage=storage,
         transfer=payload["transfer"],
         artifact_store=payload["artifact_store"],
         max_retries=payload["max_retries"],
