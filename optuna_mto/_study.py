@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from optuna_mto import _execution
 from optuna_mto._board import Blackboard, records_from_attrs
 from optuna_mto._claims import ClaimTable
-from optuna_mto._config import CONFIG_KEY, StudyConfig
+from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._main_guard import exit_if_worker_bootstrap
@@ -244,12 +244,7 @@ class MTOStudy:
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
         evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
-        wanted = getattr(objective, "direction", None)
-        if wanted is not None and wanted != self.direction:
-            raise ValueError(
-                f"The objective's metric is to {wanted}, but study {self.study_name!r} was "
-                f"created with direction={self.direction!r}; create it with direction={wanted!r}."
-            )
+        check_objective_direction(objective, self.direction, self.study_name)
         if self.transfer.enabled and evaluate is None:
             raise ValueError(
                 "Transfer needs an evaluate function to score donors on each split's own "
@@ -262,6 +257,8 @@ class MTOStudy:
             _logger.info("Study %r has no split left to run.", self.study_name)
             self._warn_given_up()
             return
+        if callable(getattr(objective, "check_inputs", None)):
+            objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -446,12 +443,10 @@ def create_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["cross_split_mean"])
     else:
-        if study.direction.name.lower() != direction:
-            raise ValueError(
-                f"Study {study_name!r} exists with direction={study.direction.name.lower()!r}, "
-                f"but got direction={direction!r}."
-            )
-        config.check_same(StudyConfig.from_dict(stored), study_name)
+        stored_direction = study.direction.name.lower()
+        config.check_same(
+            StudyConfig.from_dict(stored), study_name, direction=(stored_direction, direction)
+        )
     store = _open_artifact_store(config.artifact_store, opened, artifact_store)
     return MTOStudy(study, config, transfer, store, open_kwargs)
 
