@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 import uuid
 import warnings
@@ -34,6 +33,7 @@ from optuna_mto._storage import (
     default_home,
     default_storage_url,
     get_engine,
+    mask_url,
     open_storage,
     storage_url,
 )
@@ -344,7 +344,9 @@ class MTOStudy:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = self.best_state_dict(split)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        # Mode 0o666 less the umask, as open() gives: the file is for people to share.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(state, f)
@@ -475,17 +477,21 @@ def load_study(
         grace_period: As in :func:`create_study`.
 
     Raises:
-        KeyError: If no such study exists (the message lists the studies there are).
-        ValueError: If the study was not created by optuna-mto.
+        KeyError: If no such study exists (the message names the storage and lists
+            the studies there are).
+        ValueError: If the study was not created by optuna-mto, or the SQLite file
+            does not exist (it is never created here).
     """
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    opened = open_storage(storage or default_storage_url(), **open_kwargs)
+    url = storage or default_storage_url(create=False)
+    opened = open_storage(url, create=False, **open_kwargs)  # never a new, empty database
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise KeyError(
-            f"No study named {study_name!r} in this storage; studies there: {names}."
+            f"No study named {study_name!r} in storage {mask_url(storage_url(opened))}; "
+            f"studies there: {names}."
         ) from None
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
