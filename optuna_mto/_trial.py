@@ -142,6 +142,8 @@ class SplitTrial:
         self._tried_count = 0
         self._accepted_count = 0
         self._total_steps: int | None = None
+        self._started = time.time()  # for the progress view's ETA
+        self._first_step = 0
         self.selection_score: float | None = None
 
     # ------------------------------------------------------------------ properties
@@ -298,6 +300,7 @@ class SplitTrial:
                 if other is not None and other not in (ref, self._best[2]):
                     retry_transient(store.remove, other.artifact_id)
             _logger.info("Split %d resumes after step %d.", self._split, step)
+            self._first_step = step + 1
             return step + 1
         return 0
 
@@ -573,6 +576,8 @@ class SplitTrial:
             tried=self._tried_count,
             accepted=self._accepted_count,
             total_steps=self._total_steps,
+            started=self._started,
+            first_step=self._first_step,
         )
         retry_transient(self._shared.board.publish, record)
 

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, plan_next_claim
+from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import retry_transient
 from optuna_mto._storage import open_storage, storage_url
@@ -100,6 +101,7 @@ class Worker:
 
     def run(self) -> None:
         """Run splits until none is left to claim, the deadline passed, or stop is set."""
+        configure_default_handler()  # the same start/finish lines in every executor
         study, job = self.study, self.job
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
@@ -186,6 +188,7 @@ class Worker:
         _logger.info(
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
+        started = time.monotonic()
         with _execution.heartbeat(storage, trial_id):
             try:
                 returned = self.job.objective(split_trial)
@@ -197,6 +200,7 @@ class Worker:
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
                 raise
+        seconds = time.monotonic() - started
         if returned is not None:
             retry_transient(trial.set_user_attr, "objective_value", float(returned))
         if split_trial.selection_score is not None:
@@ -213,6 +217,10 @@ class Worker:
                 "trial.report(value, step, model=model) with an evaluate function."
             )
         self._tell(trial, values=value)
+        _logger.info(
+            "Trial %d finished split %d in %.1f s: %s %.6g.", trial.number, split, seconds,
+            "selection score" if split_trial.selection_score is not None else "value", value,
+        )  # fmt: skip
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
@@ -260,6 +268,7 @@ def run_processes(
         RuntimeError: If worker processes failed.
     """
     _execution.check_main_guard()
+    configure_default_handler()  # its level goes to the workers
     ctx = _execution.worker_context()
     threads = _execution.cpu_threads_per_worker(len(devices))
     custom = study.config.artifact_store["kind"] == "custom"
@@ -270,6 +279,7 @@ def run_processes(
         "transfer": study.transfer,
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
+        "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
     }
     procs = []
     for i, device in enumerate(devices):
@@ -324,9 +334,9 @@ def _process_main(
     # The parent created the tables and checked their version already.
     storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
     torch.set_num_threads(n_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
-    )
+    # The parent's verbosity, for optuna-mto's lines and Optuna's.
+    optuna.logging.set_verbosity(payload["log_level"])
+    configure_default_handler(payload["log_level"])
     study = load_study(
         study_name=payload["study_name"],
         storage=storage,
