@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from optuna.trial import TrialState
 
 from optuna_mto import _execution
 from optuna_mto._board import Blackboard, records_from_attrs
-from optuna_mto._claims import ClaimTable
+from optuna_mto._claims import ClaimTable, utc_now
 from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
@@ -95,7 +96,10 @@ class MTOStudy:
     """A study of K split trials that exchange weights (created by :func:`create_study`).
 
     Attributes:
-        study: The underlying :class:`optuna.Study` (open it in optuna-dashboard).
+        study: The underlying :class:`optuna.Study`, one trial per split (parameter
+            ``split``): every Optuna tool takes it, e.g.
+            ``optuna.visualization.plot_intermediate_values(study.study)``,
+            ``study.study.trials_dataframe()``, or optuna-dashboard on its storage.
         config: The study configuration shared by every worker.
         transfer: The transfer manager.
     """
@@ -115,6 +119,7 @@ class MTOStudy:
         self._open_kwargs = open_kwargs
         self._claims = ClaimTable(get_engine(study._storage), study._study_id)
         self._board = Blackboard(study._storage, study._study_id)
+        self._since: datetime.datetime | None = None  # in a worker process: parent's start
 
     # ------------------------------------------------------------------ basics
     @property
@@ -262,7 +267,7 @@ class MTOStudy:
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = Job(objective, evaluate, n_samples, targets, deadline)
+        job = Job(objective, evaluate, n_samples, targets, deadline, since=self._since or utc_now())
         with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
             if mode == "inline":
                 Worker(self, job, devices[0]).run()

@@ -21,7 +21,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
-from optuna_mto._claims import SplitClaim, plan_next_claim
+from optuna_mto._claims import SplitClaim, plan_next_claim, utc_now
 from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import retry_transient
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Worker", "run_processes", "run_threads", "work_left"]
 
 _logger = logging.getLogger(__name__)
+#: Trial system attribute: the run failed before its first report (not retried at once).
+FAILED_AT_START_KEY = "mto:failed_at_start"
 #: Seconds between two looks of an idle worker at splits that others still run.
 _IDLE_POLL_S = 0.25
 
@@ -48,6 +50,8 @@ class Job:
         n_samples: Rows in the dataset.
         targets: Class labels, or None.
         deadline: ``time.monotonic()`` after which no new split is claimed.
+        since: When the ``optimize`` call began (naive UTC): a split that failed
+            before its first report since then is not retried in this call.
         stop: Set to make every split stop at its next report (Ctrl-C).
     """
 
@@ -56,6 +60,7 @@ class Job:
     n_samples: int
     targets: np.ndarray | None
     deadline: float | None = None
+    since: datetime.datetime = dataclasses.field(default_factory=utc_now)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -138,6 +143,8 @@ class Worker:
         while True:
             latest, plan, running = work_left(self.study)
             for split, attempt in plan:
+                if self._failed_at_start(latest.get(split)):
+                    continue
                 if retry_transient(self.study._claims.try_claim, split, attempt, self.name):
                     return split, attempt, latest.get(split)
             if not running or heartbeat_s is None:
@@ -145,6 +152,18 @@ class Worker:
             # Short: the study is done, and optimize returns, within this of the last split.
             if self.job.stop.wait(min(_IDLE_POLL_S, float(heartbeat_s))):
                 return None
+
+    def _failed_at_start(self, claim: SplitClaim | None) -> bool:
+        """True if ``claim``'s attempt failed before its first report during this call.
+
+        Such an error (a wrong shape, a typo, missing data) happens again on every
+        retry: it is reported once, and the split is retried by the next ``optimize``.
+        """
+        if claim is None or claim.trial_id is None or claim.claimed_at < self.job.since:
+            return False
+        backend = getattr(self.study.study._storage, "_backend", self.study.study._storage)
+        trial = retry_transient(backend.get_trial, claim.trial_id)
+        return bool(trial.system_attrs.get(FAILED_AT_START_KEY))
 
     def _run_split(
         self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
@@ -196,6 +215,15 @@ class Worker:
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                if split_trial.n_reports == 0 and not isinstance(err, KeyboardInterrupt):
+                    retry_transient(
+                        storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
+                    )
+                    _logger.warning(
+                        "Trial %d (split %d) failed before its first report: %s. Not retried "
+                        "in this optimize call (an error at the start recurs on every retry); "
+                        "fix it and run optimize again.", trial.number, split, reason,
+                    )  # fmt: skip
                 if isinstance(err, KeyboardInterrupt):  # the user's stop is not a crash
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
@@ -280,6 +308,7 @@ def run_processes(
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
         "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
+        "since": job.since,
     }
     procs = []
     for i, device in enumerate(devices):
@@ -345,6 +374,7 @@ def _process_main(
         max_retries=payload["max_retries"],
         **payload["open_kwargs"],
     )
+    study._since = payload["since"]  # failures at the start count from the parent's call
     study.optimize(
         objective, dataset=dataset, targets=targets, evaluate=evaluate,
         n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
