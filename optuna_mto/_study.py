@@ -416,7 +416,6 @@ def create_study(
     Returns:
         The study.
     """
-    exit_if_worker_bootstrap()  # a worker re-running an unguarded script
     if direction not in ("maximize", "minimize"):
         raise ValueError(
             f"direction must be 'maximize' or 'minimize', but got direction={direction!r}."
