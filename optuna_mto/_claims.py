@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["ClaimTable", "SplitClaim", "create_tables", "plan_next_claim"]
+__all__ = ["ClaimTable", "SplitClaim", "create_tables", "plan_next_claim", "utc_now"]
 
 _metadata = sa.MetaData()
 _claims = sa.Table(
@@ -86,6 +86,11 @@ class SplitClaim:
     def crashes(self) -> int:
         """Attempts so far that ended other than by interruption (or still run)."""
         return self.attempt + 1 - self.interruptions
+
+
+def utc_now() -> datetime.datetime:
+    """The current time as claims record it (naive UTC)."""
+    return _now()
 
 
 def _now() -> datetime.datetime:

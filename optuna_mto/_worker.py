@@ -21,9 +21,11 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
-from optuna_mto._claims import SplitClaim, plan_next_claim
+from optuna_mto._claims import SplitClaim, plan_next_claim, utc_now
+from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
+from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import retry_transient
-from optuna_mto._storage import storage_url
+from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
 
 if TYPE_CHECKING:
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Worker", "run_processes", "run_threads", "work_left"]
 
 _logger = logging.getLogger(__name__)
+#: Trial system attribute: the run failed before its first report (not retried at once).
+FAILED_AT_START_KEY = "mto:failed_at_start"
+#: Seconds between two looks of an idle worker at splits that others still run.
+_IDLE_POLL_S = 0.25
 
 
 @dataclasses.dataclass
@@ -44,6 +50,8 @@ class Job:
         n_samples: Rows in the dataset.
         targets: Class labels, or None.
         deadline: ``time.monotonic()`` after which no new split is claimed.
+        since: When the ``optimize`` call began (naive UTC): a split that failed
+            before its first report since then is not retried in this call.
         stop: Set to make every split stop at its next report (Ctrl-C).
     """
 
@@ -52,6 +60,7 @@ class Job:
     n_samples: int
     targets: np.ndarray | None
     deadline: float | None = None
+    since: datetime.datetime = dataclasses.field(default_factory=utc_now)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -97,6 +106,7 @@ class Worker:
 
     def run(self) -> None:
         """Run splits until none is left to claim, the deadline passed, or stop is set."""
+        configure_default_handler()  # the same start/finish lines in every executor
         study, job = self.study, self.job
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
@@ -133,11 +143,27 @@ class Worker:
         while True:
             latest, plan, running = work_left(self.study)
             for split, attempt in plan:
+                if self._failed_at_start(latest.get(split)):
+                    continue
                 if retry_transient(self.study._claims.try_claim, split, attempt, self.name):
                     return split, attempt, latest.get(split)
             if not running or heartbeat_s is None:
                 return None
-            time.sleep(min(2.0, float(heartbeat_s)))
+            # Short: the study is done, and optimize returns, within this of the last split.
+            if self.job.stop.wait(min(_IDLE_POLL_S, float(heartbeat_s))):
+                return None
+
+    def _failed_at_start(self, claim: SplitClaim | None) -> bool:
+        """True if ``claim``'s attempt failed before its first report during this call.
+
+        Such an error (a wrong shape, a typo, missing data) happens again on every
+        retry: it is reported once, and the split is retried by the next ``optimize``.
+        """
+        if claim is None or claim.trial_id is None or claim.claimed_at < self.job.since:
+            return False
+        backend = getattr(self.study.study._storage, "_backend", self.study.study._storage)
+        trial = retry_transient(backend.get_trial, claim.trial_id)
+        return bool(trial.system_attrs.get(FAILED_AT_START_KEY))
 
     def _run_split(
         self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
@@ -181,6 +207,7 @@ class Worker:
         _logger.info(
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
+        started = time.monotonic()
         with _execution.heartbeat(storage, trial_id):
             try:
                 returned = self.job.objective(split_trial)
@@ -188,10 +215,20 @@ class Worker:
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                if split_trial.n_reports == 0 and not isinstance(err, KeyboardInterrupt):
+                    retry_transient(
+                        storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
+                    )
+                    _logger.warning(
+                        "Trial %d (split %d) failed before its first report: %s. Not retried "
+                        "in this optimize call (an error at the start recurs on every retry); "
+                        "fix it and run optimize again.", trial.number, split, reason,
+                    )  # fmt: skip
                 if isinstance(err, KeyboardInterrupt):  # the user's stop is not a crash
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
                 raise
+        seconds = time.monotonic() - started
         if returned is not None:
             retry_transient(trial.set_user_attr, "objective_value", float(returned))
         if split_trial.selection_score is not None:
@@ -208,6 +245,10 @@ class Worker:
                 "trial.report(value, step, model=model) with an evaluate function."
             )
         self._tell(trial, values=value)
+        _logger.info(
+            "Trial %d finished split %d in %.1f s: %s %.6g.", trial.number, split, seconds,
+            "selection score" if split_trial.selection_score is not None else "value", value,
+        )  # fmt: skip
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
@@ -247,7 +288,15 @@ def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
 def run_processes(
     study: MTOStudy, job: Job, dataset: Any, devices: list[str], timeout: float | None
 ) -> None:
-    """Run one worker process per device (see :func:`_execution.worker_context`)."""
+    """Run one worker process per device (see :func:`_execution.worker_context`).
+
+    Raises:
+        SystemExit: With one line, for a script that would run again in every worker
+            (no ``if __name__ == "__main__":`` guard).
+        RuntimeError: If worker processes failed.
+    """
+    _execution.check_main_guard()
+    configure_default_handler()  # its level goes to the workers
     ctx = _execution.worker_context()
     threads = _execution.cpu_threads_per_worker(len(devices))
     custom = study.config.artifact_store["kind"] == "custom"
@@ -258,6 +307,8 @@ def run_processes(
         "transfer": study.transfer,
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
+        "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
+        "since": job.since,
     }
     procs = []
     for i, device in enumerate(devices):
@@ -282,6 +333,8 @@ def run_processes(
             proc.join()
         raise
     failed = [p for p in procs if p.exitcode != 0]
+    if failed and all(p.exitcode == GUARD_EXIT_CODE for p in failed):
+        raise SystemExit(guard_message())
     if failed:
         raise RuntimeError(
             f"{len(failed)} of {len(procs)} worker processes failed (exit codes "
@@ -307,18 +360,21 @@ def _process_main(
     from optuna_mto._study import load_study
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # The parent created the tables and checked their version already.
+    storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
     torch.set_num_threads(n_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
-    )
+    # The parent's verbosity, for optuna-mto's lines and Optuna's.
+    optuna.logging.set_verbosity(payload["log_level"])
+    configure_default_handler(payload["log_level"])
     study = load_study(
         study_name=payload["study_name"],
-        storage=payload["storage"],
+        storage=storage,
         transfer=payload["transfer"],
         artifact_store=payload["artifact_store"],
         max_retries=payload["max_retries"],
         **payload["open_kwargs"],
     )
+    study._since = payload["since"]  # failures at the start count from the parent's call
     study.optimize(
         objective, dataset=dataset, targets=targets, evaluate=evaluate,
         n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,

@@ -265,3 +265,27 @@ def test_a_split_given_up_after_max_retries_is_reported_and_can_be_rerun(
     fixed = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1), crash=False)
     optuna_mto.load_study(study_name=study_name, max_retries=3).optimize(fixed)
     assert study.summary().complete
+
+
+def test_an_error_before_the_first_report_is_not_retried_in_the_same_call(
+    study_name, digits, caplog
+):
+    # A deterministic error at the start (a wrong shape, a typo) would recur on every
+    # retry: one attempt per optimize call, then the next call (after the fix) retries.
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=3, max_retries=2)
+    broken = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1))
+    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="split 1 is broken"):
+        study.optimize(broken, n_jobs=2, executor="thread")
+    split_1 = [t for t in study.study.get_trials() if t.params["split"] == 1]
+    assert [t.state for t in split_1] == [TrialState.FAIL]  # not retried by the other worker
+    assert split_1[0].system_attrs["mto:failed_at_start"] is True
+    assert "failed before its first report: RuntimeError: split 1 is broken. Not retried" in (
+        caplog.text
+    )
+    assert {t.params["split"] for t in study.study.get_trials() if t.state.is_finished()} == {
+        0, 1, 2
+    }  # fmt: skip
+    fixed = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1), crash=False)
+    study.optimize(fixed, n_jobs=2, executor="thread")
+    assert study.summary().complete
