@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optuna_mto._errors import MTOError
+
 __all__ = ["load_attr", "main"]
 
 
@@ -72,12 +74,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     summary = study.summary()
     print(f"worker done; {len(summary.ranking)}/{summary.n_splits} splits of "
           f"{study.study_name!r} complete")  # fmt: skip
+    if not summary.complete and args.timeout is None:
+        print(f"INCOMPLETE: {summary.incomplete_reason}")
+        return 1
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    print(_open(args).summary())
-    return 0
+    summary = _open(args).summary()
+    print(summary)
+    return 0 if summary.complete else 1  # an incomplete study is never reported as done
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -194,10 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, MTOError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-mto {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # optimize logged "interrupted: N split(s) will resume"
 
 
 if __name__ == "__main__":

@@ -51,3 +51,16 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 #: For `optuna-mto worker --objective _models:worker_trainer` (needs PYTHONPATH=tests).
 worker_trainer = SlowTrainer(tiny_mlp, _digits(), epochs=6, optimizer_fn=adam_fast, epoch_s=0.2)
+
+
+class FailOnSplit:
+    """A trainer whose split ``split`` raises ``RuntimeError`` at its first report."""
+
+    def __init__(self, trainer: optuna_mto.SupervisedTrainer, split: int = 1) -> None:
+        self.trainer, self.split = trainer, split
+        self.dataset, self.evaluate = trainer.dataset, trainer.evaluate
+
+    def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        if trial.split == self.split:
+            raise RuntimeError(f"split {self.split} is broken")
+        self.trainer(trial)

@@ -226,7 +226,8 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_
     assert not [p for p in artifacts.iterdir() if p.name.endswith(".tmp")]
     claims = optuna_mto.load_study(study_name=study_name, storage=url)._claims.latest()
     interrupted = [c for c in claims.values() if c.interrupted]
-    assert interrupted and all(c.crashes == 0 for c in interrupted)  # no retry used up
+    assert interrupted and all(c.errors == 0 for c in interrupted)  # no retry used up
+    assert all(c.preemptions(latest_failed=True) == 0 for c in interrupted)
 
     second = _run(url, study_name)
     out, _ = second.communicate(timeout=300)
