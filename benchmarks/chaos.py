@@ -1,6 +1,6 @@
 """Chaos: random SIGKILLs of worker processes and of whole jobs over a study's life.
 
-A K=4 study of sklearn digits (an MLP whose epochs are stretched to ~0.4 s so that kills
+A K=4 study of sklearn digits (an MLP, 24 epochs stretched to ~0.4 s each so that kills
 land mid-training) runs in 2 worker processes with default settings. While it runs,
 this script kills, at random moments, either one random worker process (what the OOM
 killer does; the job replaces it) or the whole job (a preempted node; the script starts
@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 
 import optuna_mto
 
-K, EPOCHS, EPOCH_S = 4, 8, 0.4
+K, EPOCHS, EPOCH_S = 4, 24, 0.4
 
 
 class SlowDigits(optuna_mto.SupervisedTrainer):
@@ -95,8 +95,13 @@ def _running_workers(url: str, name: str, job_pid: int) -> list[int]:
     for t in _trials(url, name):
         if t.state == TrialState.RUNNING and t.intermediate_values:
             pid = int(str(t.user_attrs.get("worker", "x:0:0")).split(":")[1])
-            if pid not in (0, job_pid):
-                pids.append(pid)
+            if pid in (0, job_pid):
+                continue
+            try:
+                os.kill(pid, 0)  # a trial of a killed job stays RUNNING until taken over
+            except ProcessLookupError:
+                continue
+            pids.append(pid)
     return pids
 
 
@@ -113,11 +118,13 @@ def chaos_run(url: str, n_kills: int, rng: random.Random) -> dict:
             job = _start(url, name)  # killed (or failed): start it again
             continue
         if sum(kills.values()) < n_kills:
-            time.sleep(rng.uniform(1.0, 4.0))
+            time.sleep(rng.uniform(0.5, 3.0))
             if job.poll() is not None:
                 continue
             workers = _running_workers(url, name, job.pid)
-            if rng.random() < 0.5 and workers:
+            if not workers:
+                continue  # nothing trains yet: a kill now would test start-up, not training
+            if rng.random() < 0.5:
                 try:
                     os.kill(rng.choice(workers), signal.SIGKILL)
                     kills["worker"] += 1

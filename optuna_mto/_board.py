@@ -37,6 +37,8 @@ class SplitRecord:
         tried: Transfers this run has scored so far.
         accepted: Transfers this run has kept so far.
         total_steps: Steps the split expects to report (for progress), if known.
+        started: Unix time at which this run of the split started (for the ETA).
+        first_step: The first step of this run (after a resume: the step it resumed at).
     """
 
     split: int
@@ -56,6 +58,8 @@ class SplitRecord:
     tried: int = 0
     accepted: int = 0
     total_steps: int | None = None
+    started: float | None = None
+    first_step: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

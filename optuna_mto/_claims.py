@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["Budgets", "ClaimTable", "SplitClaim", "create_tables", "plan_next_claim"]
+__all__ = ["Budgets", "ClaimTable", "SplitClaim", "create_tables", "plan_next_claim", "utc_now"]
 
 _metadata = sa.MetaData()
 _claims = sa.Table(
@@ -115,6 +115,11 @@ class SplitClaim:
         """The process id of the claiming worker, if recorded."""
         parts = self.worker.rsplit(":", 2)
         return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def utc_now() -> datetime.datetime:
+    """The current time as claims record it (naive UTC)."""
+    return _now()
 
 
 def _now() -> datetime.datetime:

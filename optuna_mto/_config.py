@@ -9,7 +9,7 @@ from typing import Any
 from optuna_mto._errors import ConfigConflictError
 from optuna_mto._validation import check_int, check_number
 
-__all__ = ["CONFIG_KEY", "StudyConfig"]
+__all__ = ["CONFIG_KEY", "StudyConfig", "check_objective_direction"]
 
 CONFIG_KEY = "mto:config"
 #: Fields that change how failures are handled, not the results: a worker may differ.
@@ -98,16 +98,20 @@ class StudyConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def check_same(self, stored: StudyConfig, study_name: str) -> None:
+    def check_same(self, stored: StudyConfig, study_name: str, **settings: tuple[Any, Any]) -> None:
         """Raise ConfigConflictError naming every field where ``self`` differs from ``stored``.
 
         Args:
             stored: The config the study was created with.
             study_name: Used in the message.
+            **settings: Other stored settings of the study (such as its Optuna
+                ``direction``), each as ``(stored, given)``, compared likewise.
         """
         # Compare in stored (JSON) form: tuples given here are lists once stored.
         mine = json.loads(json.dumps(self.to_dict()))
         theirs = json.loads(json.dumps(stored.to_dict()))
+        for name, (stored_value, given) in settings.items():
+            mine[name], theirs[name] = given, stored_value
         diffs = [
             f"{k}: stored {theirs[k]!r}, given {mine[k]!r}"
             for k in mine
@@ -120,3 +124,22 @@ class StudyConfig:
                 + "). Pass the stored values, use optuna_mto.load_study() to reuse them, "
                 "or choose a new study_name."
             )
+
+
+def check_objective_direction(objective: Any, direction: str, study_name: str) -> None:
+    """Raise ConfigConflictError if the objective's metric wants the other direction.
+
+    Objects such as :class:`~optuna_mto.SupervisedTrainer` tell their metric's
+    direction in a ``direction`` attribute; plain functions are not checked.
+    """
+    wanted = getattr(objective, "direction", None)
+    if wanted is None or wanted == direction:
+        return
+    metric = getattr(objective, "metric", None)
+    what = f"metric={metric!r}" if metric else "metric"
+    raise ConfigConflictError(
+        f"The objective's {what} is to {wanted}, but study {study_name!r} is stored with "
+        f"direction={direction!r}. Create the study with direction={wanted!r} (e.g. "
+        f"create_study(..., direction=trainer.direction)) under a new study_name, or remove "
+        f"this one first with optuna.delete_study(study_name={study_name!r}, storage=...)."
+    )

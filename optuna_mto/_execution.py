@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
@@ -14,10 +15,17 @@ from typing import Any
 import optuna
 import torch
 
+from optuna_mto._main_guard import (
+    MAIN_ENV,
+    guard_message,
+    interactive_main,
+    unguarded_call_site,
+)
 from optuna_mto._validation import check_int
 
 __all__ = [
     "assign_devices",
+    "check_main_guard",
     "cpu_threads_per_worker",
     "heartbeat",
     "is_picklable",
@@ -105,7 +113,13 @@ def resolve_executor(executor: str, n_jobs: int, *payload: Any) -> str:
     """Pick ``"inline"``, ``"thread"`` or ``"process"`` for ``optimize``.
 
     ``"auto"`` runs one worker in the calling thread, and several in processes when the
-    objective can be pickled (defined at module level), else in threads.
+    objective can be pickled (defined at module level) and ``__main__`` is a file,
+    else in threads (a notebook's objects cannot reach a worker process).
+
+    Raises:
+        SystemExit: With one line saying what to change, when worker processes would
+            re-import a script that calls ``optimize`` outside
+            ``if __name__ == "__main__":`` (it would run again in every worker).
     """
     if executor not in _EXECUTORS:
         raise ValueError(f"executor must be one of {_EXECUTORS}, but got executor={executor!r}.")
@@ -121,26 +135,65 @@ def resolve_executor(executor: str, n_jobs: int, *payload: Any) -> str:
         return "inline"
     if executor == "thread":
         return "thread"
+    if interactive_main():
+        _logger.info("No script file (a notebook or a REPL); running %d splits in threads.", n_jobs)
+        return "thread"
     if is_picklable(*payload):
         return "process"
     _logger.info("The objective cannot be pickled; running %d splits in threads.", n_jobs)
     return "thread"
 
 
+def check_main_guard() -> None:
+    """Stop with one line if worker processes would re-run the calling script.
+
+    Raises:
+        SystemExit: When ``optimize`` is called from a script's module-level code
+            outside ``if __name__ == "__main__":``.
+    """
+    where = unguarded_call_site()
+    if where is not None:
+        raise SystemExit(guard_message(where))
+
+
 def worker_context() -> multiprocessing.context.BaseContext:
     """Return the start method for worker processes.
 
-    ``forkserver`` where the platform has it: a clean server process imports torch
-    and optuna-mto once (without touching CUDA), and every worker is forked from it,
-    so starting K workers costs milliseconds instead of K torch imports. Elsewhere
-    ``spawn``. Both are safe with CUDA and with threads in the parent, and both need
-    a picklable objective.
+    ``forkserver`` where the platform has it: a clean server process imports torch,
+    ``torch._dynamo`` (which the first optimizer of a process needs), Optuna's storage
+    and optuna-mto once (see :mod:`optuna_mto._preload`; no CUDA, no threads), and
+    every worker is forked from it, so starting K workers costs milliseconds instead
+    of K imports of several seconds. The server lives as long as the calling process,
+    so only its first ``optimize`` pays for it. Elsewhere ``spawn``. Both are safe
+    with CUDA and with threads in the parent, and both need a picklable objective.
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["optuna_mto"])
+        ctx.set_forkserver_preload(["optuna_mto._preload"])
+        _start_fork_server()
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (once per process), asking it to import ``__main__`` too.
+
+    Workers forked from a server that imported the script skip their own import of
+    it (``multiprocessing`` sees that ``__main__`` is already that file). Not done when
+    CUDA is initialised here: the script might initialise it at import, and a process
+    forked after that cannot use CUDA.
+    """
+    from multiprocessing import forkserver, spawn
+
+    keys = ("sys_path", "sys_argv", "init_main_from_name", "init_main_from_path")
+    data = {k: v for k, v in spawn.get_preparation_data("mto-preload").items() if k in keys}
+    share_main = not torch.cuda.is_initialized() and "sys_argv" in data
+    if share_main:
+        os.environ[MAIN_ENV] = json.dumps(data)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(MAIN_ENV, None)
 
 
 @contextlib.contextmanager

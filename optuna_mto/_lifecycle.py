@@ -185,27 +185,42 @@ def split_statuses(study: MTOStudy, left: WorkLeft | None = None) -> list[SplitS
     return out
 
 
-def given_up_error(study: MTOStudy, statuses: list[SplitStatus]) -> SplitsGivenUpError | None:
-    """Return an error naming every given-up split (and why), or None if there is none."""
+def given_up_error(
+    study: MTOStudy, statuses: list[SplitStatus], after_run: bool = False
+) -> SplitsGivenUpError | None:
+    """Return an error naming every given-up split (and why), or None if there is none.
+
+    Args:
+        study: The study.
+        statuses: How its splits stand (:func:`split_statuses`).
+        after_run: At the end of an ``optimize`` call that ran to completion: splits
+            still failed then (an error before the first report, which is not retried in
+            the same call) are named too.
+    """
     budgets = budgets_of(study)
-    lines = []
+    lines, n_given_up = [], 0
     for s in statuses:
-        if s.state != "given up":
-            continue
-        if s.errors > budgets.max_retries:
-            budget = f"{s.errors} errors > max_retries={budgets.max_retries}"
+        if s.state == "given up":
+            n_given_up += 1
+            if s.errors > budgets.max_retries:
+                why = f"{s.errors} errors > max_retries={budgets.max_retries}"
+            else:
+                why = f"{s.preemptions} lost workers > max_preemptions={budgets.max_preemptions}"
+        elif s.state == "failed" and after_run:
+            why = "not retried in this call; fix it and run optimize again"
         else:
-            budget = f"{s.preemptions} lost workers > max_preemptions={budgets.max_preemptions}"
+            continue
         lines.append(
             f"split {s.split} (trial {s.trial_number}, attempt {s.attempts - 1}): "
-            f"{s.reason or 'no reason recorded'} [{budget}]"
+            f"{s.reason or 'no reason recorded'} [{why}]"
         )
     if not lines:
         return None
     return SplitsGivenUpError(
-        f"Study {study.study_name!r}: {len(lines)} of {study.n_splits} split(s) given up:\n  "
+        f"Study {study.study_name!r}: {n_given_up} of {study.n_splits} split(s) given up, "
+        f"{len(lines) - n_given_up} left failed:\n  "
         + "\n  ".join(lines)
-        + "\nFix the cause, then rerun them with load_study(..., max_retries=<higher>)"
-        ".optimize(...) (or max_preemptions=<higher> for lost workers).",
+        + "\nFix the cause, then rerun given-up splits with load_study(..., "
+        "max_retries=<higher>).optimize(...) (or max_preemptions=<higher> for lost workers).",
         lines,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from optuna_mto._progress import ProgressView
@@ -43,6 +44,7 @@ class StudyMonitor:
         self._dashboard = dashboard and importlib.util.find_spec("optuna_dashboard") is not None
         self._interval_s = interval_s
         self._steps: dict[int, int] = {}  # furthest step seen per split
+        self._runs: dict[int, int] = {}  # trial id of the run whose start the view knows
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mto-monitor", daemon=True)
 
@@ -67,6 +69,15 @@ class StudyMonitor:
         try:
             if self._view is not None:
                 for split, record in sorted(retry_transient(self._study.records).items()):
+                    if record.started is not None and self._runs.get(split) != record.trial_id:
+                        # Time the run from its start, so the ETA shows from the first step.
+                        ago = max(time.time() - record.started, 0.0)
+                        self._view.start(
+                            split, record.total_steps, record.first_step,
+                            at=time.monotonic() - ago,
+                        )  # fmt: skip
+                        self._runs[split] = record.trial_id
+                        self._steps.pop(split, None)
                     # A finished split's record names its best step; show how far it got.
                     step = max(record.step, self._steps.get(split, -1))
                     if record.finished and record.total_steps:

@@ -180,16 +180,23 @@ class ProgressView:
         self._pending: set[int] = set()  # splits whose latest state has no log line yet
         self._closed = False
 
-    def start(self, split: int, total_steps: int | None = None, first_step: int = 0) -> None:
+    def start(
+        self,
+        split: int,
+        total_steps: int | None = None,
+        first_step: int = 0,
+        at: float | None = None,
+    ) -> None:
         """Mark the start of a split's run (so that the ETA counts its first step too).
 
         Args:
             split: Split index.
             total_steps: Number of steps it runs, if known.
             first_step: Step it starts from (a resumed split's next step).
+            at: Clock time of the start, if earlier than now.
         """
         with self._lock:
-            now = self._clock()
+            now = self._clock() if at is None else min(at, self._clock())
             row = self._rows.setdefault(split, SplitProgress(split))
             row.ref_time, row.ref_step = now, first_step - 1
             row.step, row.updated = first_step - 1, now

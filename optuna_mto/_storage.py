@@ -19,6 +19,7 @@ __all__ = [
     "get_engine",
     "mask_url",
     "open_storage",
+    "sqlite_path",
     "storage_url",
 ]
 
@@ -36,11 +37,26 @@ def default_home() -> Path:
 DEFAULT_STORAGE_NAME = "optuna_mto.db"
 
 
-def default_storage_url() -> str:
-    """Return the SQLite URL of the embedded default database under :func:`default_home`."""
+def default_storage_url(create: bool = True) -> str:
+    """Return the SQLite URL of the embedded default database under :func:`default_home`.
+
+    Args:
+        create: Create the home folder if missing (False: only name the URL).
+    """
     home = default_home()
-    home.mkdir(parents=True, exist_ok=True)
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / DEFAULT_STORAGE_NAME}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """Return the file of a SQLite URL (absolute), or None for other URLs and ``:memory:``."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1] if "///" in url else ""
+    if not path or path == ":memory:":
+        return None
+    return Path(path).resolve()
 
 
 def mask_url(url: str) -> str:
@@ -63,6 +79,8 @@ def open_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    checked: bool = True,
+    create: bool = True,
 ) -> optuna.storages.BaseStorage:
     """Open an Optuna RDB storage tuned for concurrent workers.
 
@@ -76,13 +94,18 @@ def open_storage(
         heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
         grace_period: Seconds without heartbeat after which a trial is stale
             (Optuna's default is twice the interval).
+        checked: False skips Optuna's table creation and schema version check (about
+            half a second): for a worker process whose parent opened the storage.
+        create: False refuses a SQLite file that does not exist instead of creating it
+            (for opening an existing study, and for read-only commands).
 
     Returns:
         The storage, wrapped like ``optuna.storages.get_storage`` does.
 
     Raises:
         ValueError: For a storage that is not a database (optuna-mto shares weights
-            and claims splits through SQL tables) or a URL that cannot be opened.
+            and claims splits through SQL tables), a URL that cannot be opened, or
+            (with ``create=False``) a SQLite file that does not exist.
     """
     if isinstance(storage, optuna.storages.BaseStorage):
         backend = getattr(storage, "_backend", storage)
@@ -101,9 +124,15 @@ def open_storage(
     is_sqlite = storage.startswith("sqlite")
     if is_sqlite:
         engine_kwargs["connect_args"] = {"timeout": _SQLITE_TIMEOUT_S}
-        path = storage.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(storage)
+        if path is not None and not create and not path.exists():
+            raise ValueError(
+                f"No database at {path} (storage {mask_url(storage)}), so no study there: "
+                f"check the path (a relative one counts from {Path.cwd()}) or the URL the "
+                "study was created with."
+            )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
@@ -114,6 +143,8 @@ def open_storage(
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
+                skip_compatibility_check=not checked,
+                skip_table_creation=not checked,
             )
     except Exception as err:  # noqa: BLE001 - re-raised with the masked URL and a fix.
         raise ValueError(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
 import warnings
@@ -22,12 +22,13 @@ from optuna.trial import TrialState
 
 from optuna_mto import _execution
 from optuna_mto._board import Blackboard, records_from_attrs
-from optuna_mto._claims import ClaimTable
-from optuna_mto._config import CONFIG_KEY, StudyConfig
+from optuna_mto._claims import ClaimTable, utc_now
+from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
 from optuna_mto._errors import DatasetMismatchError, MTOError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._interrupts import stop_on_signals
 from optuna_mto._lifecycle import given_up_error, split_statuses, work_left
+from optuna_mto._main_guard import exit_if_worker_bootstrap
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
 from optuna_mto._splits import dataset_fingerprint, make_splitter
@@ -36,6 +37,7 @@ from optuna_mto._storage import (
     default_home,
     default_storage_url,
     get_engine,
+    mask_url,
     open_storage,
     storage_url,
 )
@@ -97,7 +99,10 @@ class MTOStudy:
     """A study of K split trials that exchange weights (created by :func:`create_study`).
 
     Attributes:
-        study: The underlying :class:`optuna.Study` (open it in optuna-dashboard).
+        study: The underlying :class:`optuna.Study`, one trial per split (parameter
+            ``split``): every Optuna tool takes it, e.g.
+            ``optuna.visualization.plot_intermediate_values(study.study)``,
+            ``study.study.trials_dataframe()``, or optuna-dashboard on its storage.
         config: The study configuration shared by every worker.
         transfer: The transfer manager.
     """
@@ -117,6 +122,7 @@ class MTOStudy:
         self._open_kwargs = open_kwargs
         self._claims = ClaimTable(get_engine(study._storage), study._study_id)
         self._board = Blackboard(study._storage, study._study_id)
+        self._since: datetime.datetime | None = None  # in a worker process: parent's start
 
     # ------------------------------------------------------------------ basics
     @property
@@ -255,15 +261,11 @@ class MTOStudy:
             KeyboardInterrupt: After Ctrl-C or SIGTERM, once every split has stopped;
                 one line says how many splits will resume on the next run.
         """
+        exit_if_worker_bootstrap()  # a worker re-running an unguarded script
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
         evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
-        wanted = getattr(objective, "direction", None)
-        if wanted is not None and wanted != self.direction:
-            raise ValueError(
-                f"The objective's metric is to {wanted}, but study {self.study_name!r} was "
-                f"created with direction={self.direction!r}; create it with direction={wanted!r}."
-            )
+        check_objective_direction(objective, self.direction, self.study_name)
         if self.transfer.enabled and evaluate is None:
             raise ValueError(
                 "Transfer needs an evaluate function to score donors on each split's own "
@@ -276,10 +278,12 @@ class MTOStudy:
             _logger.info("Study %r has no split left to run.", self.study_name)
             self._raise_if_given_up()
             return
+        if callable(getattr(objective, "check_inputs", None)):
+            objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
         mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = Job(objective, evaluate, n_samples, targets, deadline)
+        job = Job(objective, evaluate, n_samples, targets, deadline, since=self._since or utc_now())
         try:
             with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
                 if mode == "inline":  # Ctrl-C interrupts the split at once, where it is
@@ -300,11 +304,11 @@ class MTOStudy:
                 )
             raise
         if deadline is None:
-            self._raise_if_given_up()
+            self._raise_if_given_up(after_run=True)
 
-    def _raise_if_given_up(self) -> None:
+    def _raise_if_given_up(self, after_run: bool = False) -> None:
         """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
-        error = given_up_error(self, split_statuses(self))
+        error = given_up_error(self, split_statuses(self), after_run=after_run)
         if error is not None:
             raise error
 
@@ -390,7 +394,9 @@ class MTOStudy:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+        # Mode 0o666 less the umask, as open() gives: the file is for people to share.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(state, f)
@@ -492,12 +498,10 @@ def create_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["cross_split_mean"])
     else:
-        if study.direction.name.lower() != direction:
-            raise ValueError(
-                f"Study {study_name!r} exists with direction={study.direction.name.lower()!r}, "
-                f"but got direction={direction!r}."
-            )
-        config.check_same(StudyConfig.from_dict(stored), study_name)
+        stored_direction = study.direction.name.lower()
+        config.check_same(
+            StudyConfig.from_dict(stored), study_name, direction=(stored_direction, direction)
+        )
     store = _open_artifact_store(config.artifact_store, opened, artifact_store)
     return MTOStudy(study, config, transfer, store, open_kwargs)
 
@@ -528,17 +532,21 @@ def load_study(
         grace_period: As in :func:`create_study`.
 
     Raises:
-        KeyError: If no such study exists (the message lists the studies there are).
-        ValueError: If the study was not created by optuna-mto.
+        KeyError: If no such study exists (the message names the storage and lists
+            the studies there are).
+        ValueError: If the study was not created by optuna-mto, or the SQLite file
+            does not exist (it is never created here).
     """
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
-    opened = open_storage(storage or default_storage_url(), **open_kwargs)
+    url = storage or default_storage_url(create=False)
+    opened = open_storage(url, create=False, **open_kwargs)  # never a new, empty database
     try:
         study = optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise KeyError(
-            f"No study named {study_name!r} in this storage; studies there: {names}."
+            f"No study named {study_name!r} in storage {mask_url(storage_url(opened))}; "
+            f"studies there: {names}."
         ) from None
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_int
 
@@ -45,6 +46,15 @@ class SupervisedTrainer:
         num_workers: DataLoader workers (Dataset inputs only).
         seed: Seed of model initialisation and shuffling, combined with the split index.
         same_init: Initialise every split's model identically (helps weight averaging).
+        check_first_batch: Before any split starts, ``optimize`` runs one batch of 8 rows
+            through a fresh model on the CPU (forward, loss, backward) and reports a
+            wrong input size or output shape once, clearly (see :meth:`check_inputs`).
+            Turn off for models that only run on a GPU.
+
+    Raises:
+        ValueError: For targets that do not suit the metric or the loss (text labels,
+            float labels with ``metric="accuracy"``, integer targets for a regression
+            loss, a wrong shape), naming the value and the fix.
     """
 
     def __init__(
@@ -62,6 +72,7 @@ class SupervisedTrainer:
         num_workers: int = 0,
         seed: int = 0,
         same_init: bool = False,
+        check_first_batch: bool = True,
     ) -> None:
         if metric not in _METRICS:
             raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
@@ -75,12 +86,18 @@ class SupervisedTrainer:
                     "dataset must be an (X, y) pair of equal length, but got lengths "
                     f"{[len(d) for d in dataset]}."
                 )
-            dataset = (torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]))
+            dataset = (torch.as_tensor(dataset[0]), as_targets(dataset[1]))
+        loss_fn = loss_fn or nn.CrossEntropyLoss()
+        if isinstance(dataset, tuple):
+            check_targets(dataset[1], metric, loss_fn)
+        elif getattr(dataset, "targets", None) is not None:
+            check_targets(as_targets(dataset.targets), metric, loss_fn)
         self.model_fn = model_fn
         self.dataset = dataset
         self.optimizer_fn = optimizer_fn or _default_optimizer
         self.scheduler_fn = scheduler_fn
-        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        self.loss_fn = loss_fn
+        self.check_first_batch = check_first_batch
         self.metric = metric
         self.epochs = epochs
         self.batch_size = batch_size
@@ -96,11 +113,48 @@ class SupervisedTrainer:
 
     @property
     def targets(self) -> np.ndarray | None:
-        """Class labels, when the dataset exposes them (used by stratified splits)."""
+        """Per-row labels, when the dataset exposes them (stratified splits, fingerprint).
+
+        ``(N,)`` targets, or ``(N, 1)`` ones flattened; None for wider targets.
+        """
         if isinstance(self.dataset, tuple):
-            return self.dataset[1].cpu().numpy().copy()
+            return label_targets(self.dataset[1])
         labels = getattr(self.dataset, "targets", None)
         return None if labels is None else np.asarray(labels)
+
+    def check_inputs(self) -> None:
+        """Train one batch of up to 8 rows on a fresh model on the CPU, checking shapes.
+
+        ``optimize`` calls it before any split starts (unless ``check_first_batch`` is
+        False), so that an input size the model does not take, or an output that does
+        not fit the targets, is reported once, with the shapes and the fix, instead of
+        failing every split and every retry.
+
+        Raises:
+            ValueError: Naming the shapes involved and the fix.
+        """
+        if not self.check_first_batch:
+            return
+        n = min(8, len(self.dataset if not isinstance(self.dataset, tuple) else self.dataset[0]))
+        if n == 0:
+            return
+        if isinstance(self.dataset, tuple):
+            inputs, labels = self.dataset[0][:n].cpu(), self.dataset[1][:n].cpu()
+            all_labels: torch.Tensor | None = self.dataset[1]
+        else:
+            batch = torch.utils.data.default_collate([self.dataset[i] for i in range(n)])
+            inputs, labels = batch[0], as_targets(batch[1])
+            check_targets(labels, self.metric, self.loss_fn)
+            targets = getattr(self.dataset, "targets", None)
+            all_labels = None if targets is None else as_targets(targets)
+        # Targets that passed check_targets are class indices exactly when not float.
+        class_labels = labels if all_labels is None else all_labels
+        n_classes = None
+        if not class_labels.is_floating_point() and len(class_labels):
+            n_classes = int(class_labels.max()) + 1
+        model = self.build_model(0, "cpu")
+        model.train()
+        check_first_batch(model, inputs, labels, self.metric, self.loss_fn, n_classes)
 
     def build_model(self, split: int, device: torch.device | str = "cpu") -> nn.Module:
         """Build the model of ``split`` with a seeded, reproducible initialisation."""

@@ -140,8 +140,11 @@ class SplitTrial:
         self._explorer: Explorer | None = None
         self._last_step: int | None = None
         self._tried_count = 0
+        self._reports = 0  # reports made by this run (a resumed split starts again at 0)
         self._accepted_count = 0
         self._total_steps: int | None = None
+        self._started = time.time()  # for the progress view's ETA
+        self._first_step = 0
         self.selection_score: float | None = None
 
     # ------------------------------------------------------------------ properties
@@ -209,6 +212,11 @@ class SplitTrial:
     def lineage(self) -> list[int]:
         """Splits whose training data shaped the current weights (own and inherited)."""
         return list(self._lineage)
+
+    @property
+    def n_reports(self) -> int:
+        """Reports made by this run of the split so far (0 until the first ``report``)."""
+        return self._reports
 
     def set_total_steps(self, total_steps: int) -> None:
         """Tell how many steps this split will report (shown in the progress view)."""
@@ -298,6 +306,7 @@ class SplitTrial:
                 if other is not None and other not in (ref, self._best[2]):
                     retry_transient(store.remove, other.artifact_id)
             _logger.info("Split %d resumes after step %d.", self._split, step)
+            self._first_step = step + 1
             return step + 1
         return 0
 
@@ -354,6 +363,7 @@ class SplitTrial:
             )
         retry_transient(self._trial.report, value, step)
         self._last_step = step
+        self._reports += 1
         if model is None:
             return ReportResult(step, value, None, None)
         self._model, self._optimizer, self._scheduler = model, optimizer, scheduler
@@ -573,6 +583,8 @@ class SplitTrial:
             tried=self._tried_count,
             accepted=self._accepted_count,
             total_steps=self._total_steps,
+            started=self._started,
+            first_step=self._first_step,
         )
         retry_transient(self._shared.board.publish, record)
 

@@ -24,10 +24,12 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
-from optuna_mto._claims import SplitClaim
+from optuna_mto._claims import SplitClaim, utc_now
 from optuna_mto._lifecycle import work_left
+from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
+from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
-from optuna_mto._storage import storage_url
+from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Worker", "run_processes", "run_threads"]
 
 _logger = logging.getLogger(__name__)
+#: Trial system attribute: the run failed before its first report (not retried at once).
+FAILED_AT_START_KEY = "mto:failed_at_start"
+#: Seconds between two looks of an idle worker at splits that others still run.
+_IDLE_POLL_S = 0.25
 
 
 @dataclasses.dataclass
@@ -48,6 +54,8 @@ class Job:
         n_samples: Rows in the dataset.
         targets: Class labels, or None.
         deadline: ``time.monotonic()`` after which no new split is claimed.
+        since: When the ``optimize`` call began (naive UTC): a split that failed
+            before its first report since then is not retried in this call.
         stop: Set to make every split stop at its next report (Ctrl-C).
     """
 
@@ -56,6 +64,7 @@ class Job:
     n_samples: int
     targets: np.ndarray | None
     deadline: float | None = None
+    since: datetime.datetime = dataclasses.field(default_factory=utc_now)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
@@ -76,6 +85,7 @@ class Worker:
 
     def run(self) -> None:
         """Run splits until none is left to claim, the deadline passed, or stop is set."""
+        configure_default_handler()  # the same start/finish lines in every executor
         study, job = self.study, self.job
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
@@ -112,12 +122,28 @@ class Worker:
         while not self.job.stop.is_set():
             left = work_left(self.study)
             for split, attempt in left.plan:
+                if self._failed_at_start(left.latest.get(split)):
+                    continue
                 if retry_transient(self.study._claims.try_claim, split, attempt, self.name):
                     return split, attempt, left.latest.get(split)
             if not left.running or heartbeat_s is None:
                 return None
-            self.job.stop.wait(min(2.0, float(heartbeat_s)))
+            # Short: the study is done, and optimize returns, within this of the last split.
+            if self.job.stop.wait(min(_IDLE_POLL_S, float(heartbeat_s))):
+                return None
         return None
+
+    def _failed_at_start(self, claim: SplitClaim | None) -> bool:
+        """True if ``claim``'s attempt failed before its first report during this call.
+
+        Such an error (a wrong shape, a typo, missing data) happens again on every
+        retry: it is reported once, and the split is retried by the next ``optimize``.
+        """
+        if claim is None or claim.trial_id is None or claim.claimed_at < self.job.since:
+            return False
+        backend = getattr(self.study.study._storage, "_backend", self.study.study._storage)
+        trial = retry_transient(backend.get_trial, claim.trial_id)
+        return bool(trial.system_attrs.get(FAILED_AT_START_KEY))
 
     def _run_split(
         self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
@@ -161,6 +187,7 @@ class Worker:
         _logger.info(
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
+        started = time.monotonic()
         with _execution.heartbeat(storage, trial_id):
             try:
                 returned = self.job.objective(split_trial)
@@ -168,23 +195,38 @@ class Worker:
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                at_start = split_trial.n_reports == 0
                 if isinstance(err, TRANSIENT_ERRORS):
                     pass  # the storage went away for too long: counted as a lost worker
                 elif isinstance(err, Exception):  # the user's code failed: uses up a retry
                     retry_transient(self.study._claims.mark_errored, split, attempt)
+                    if at_start:
+                        retry_transient(
+                            storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
+                        )
                 else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
                 if not isinstance(err, Exception):
                     raise
-                # Logged here, with the split it belongs to; the split is retried (by this
-                # or another worker) while max_retries allows, and optimize() raises one
-                # error naming every split given up at the end.
-                _logger.error(
-                    "Split %d (trial %d, attempt %d) failed: %s", split, trial.number, attempt,
-                    reason, exc_info=err,
-                )  # fmt: skip
+                # Logged here, with the split it belongs to. The split is retried (by this
+                # or another worker) while max_retries allows, except after an error at the
+                # start, which recurs on every retry; optimize() raises one error naming
+                # every split left failed or given up at the end.
+                if at_start:
+                    _logger.warning(
+                        "Trial %d (split %d) failed before its first report: %s. Not retried "
+                        "in this optimize call (an error at the start recurs on every retry); "
+                        "fix it and run optimize again.", trial.number, split, reason,
+                        exc_info=err,
+                    )  # fmt: skip
+                else:
+                    _logger.error(
+                        "Split %d (trial %d, attempt %d) failed: %s", split, trial.number,
+                        attempt, reason, exc_info=err,
+                    )  # fmt: skip
                 return
+        seconds = time.monotonic() - started
         if returned is not None:
             retry_transient(trial.set_user_attr, "objective_value", float(returned))
         if split_trial.selection_score is not None:
@@ -204,6 +246,10 @@ class Worker:
             _logger.error("Split %d (trial %d) failed: %s", split, trial.number, reason)
             return
         self._tell(trial, values=value)
+        _logger.info(
+            "Trial %d finished split %d in %.1f s: %s %.6g.", trial.number, split, seconds,
+            "selection score" if split_trial.selection_score is not None else "value", value,
+        )  # fmt: skip
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
@@ -247,7 +293,13 @@ def run_processes(
     once (its process is gone from this host) and resumes it from its last checkpoint,
     within the study's ``max_preemptions``. On ``job.stop`` (Ctrl-C, SIGTERM) the workers
     get SIGTERM and stop at once, marking their splits interrupted.
+
+    Raises:
+        SystemExit: With one line, for a script that would run again in every worker
+            (no ``if __name__ == "__main__":`` guard).
     """
+    _execution.check_main_guard()
+    configure_default_handler()  # its level goes to the workers
     ctx = _execution.worker_context()
     threads = _execution.cpu_threads_per_worker(len(devices))
     custom = study.config.artifact_store["kind"] == "custom"
@@ -259,6 +311,8 @@ def run_processes(
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
         "max_preemptions": study.config.max_preemptions,
+        "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
+        "since": job.since,
     }
 
     def start(i: int) -> multiprocessing.process.BaseProcess:
@@ -270,7 +324,7 @@ def run_processes(
 
     procs = {i: start(i) for i in range(len(devices))}
     budget = study.n_splits * (study.config.max_preemptions + study.config.max_retries + 2)
-    signalled = False
+    signalled = guard_failed = False
     while procs:
         if job.stop.is_set() and not signalled:
             signalled = True
@@ -283,6 +337,9 @@ def run_processes(
                 continue
             proc.join()
             del procs[i]
+            if proc.exitcode == GUARD_EXIT_CODE:
+                guard_failed = True
+                continue
             if proc.exitcode == 0 or job.stop.is_set():
                 continue
             _logger.warning(
@@ -295,6 +352,8 @@ def run_processes(
                 budget -= 1
                 _logger.warning("Starting a new worker process on %s in its place.", devices[i])
                 procs[i] = start(i)
+    if guard_failed:
+        raise SystemExit(guard_message())
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -318,20 +377,23 @@ def _process_main(
     # group, so the worker ignores it and stops on the parent's SIGTERM instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # The parent created the tables and checked their version already.
+    storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
     torch.set_num_threads(n_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
-    )
+    # The parent's verbosity, for optuna-mto's lines and Optuna's.
+    optuna.logging.set_verbosity(payload["log_level"])
+    configure_default_handler(payload["log_level"])
     try:
         study = load_study(
             study_name=payload["study_name"],
-            storage=payload["storage"],
+            storage=storage,
             transfer=payload["transfer"],
             artifact_store=payload["artifact_store"],
             max_retries=payload["max_retries"],
             max_preemptions=payload["max_preemptions"],
             **payload["open_kwargs"],
         )
+        study._since = payload["since"]  # failures at the start count from the parent's call
         study.optimize(
             objective, dataset=dataset, targets=targets, evaluate=evaluate,
             n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,

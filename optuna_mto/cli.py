@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any
 
 from optuna_mto._errors import MTOError
 
-__all__ = ["load_attr", "main"]
+__all__ = ["STORAGE_ENV", "load_attr", "main"]
+
+#: The storage URL when ``--storage`` is not given, as in Optuna's own command line.
+STORAGE_ENV = "OPTUNA_STORAGE"
 
 
 def load_attr(spec: str) -> Any:
@@ -49,10 +53,16 @@ def load_attr(spec: str) -> Any:
     return obj
 
 
+def _storage(args: argparse.Namespace) -> str | None:
+    """``--storage``, else ``$OPTUNA_STORAGE`` (as Optuna's CLI), else the embedded default."""
+    return args.storage or os.environ.get(STORAGE_ENV) or None
+
+
 def _open(args: argparse.Namespace):  # noqa: ANN202 - MTOStudy, imported lazily.
     from optuna_mto import load_study
 
-    return load_study(study_name=args.study, storage=args.storage)
+    # load_study never creates a database: read-only commands leave no file behind.
+    return load_study(study_name=args.study, storage=_storage(args))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -149,8 +159,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def study_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--storage", default=None, help="database URL (default: SQLite file)")
-        p.add_argument("--study", required=True, help="study name")
+        p.add_argument(
+            "--storage",
+            default=None,
+            help=f"database URL (default: ${STORAGE_ENV} if set, else the embedded SQLite "
+            "file storage/optuna_mto.db under the current directory or $OPTUNA_MTO_HOME)",
+        )
+        p.add_argument(
+            "--study-name",
+            "--study",
+            dest="study",
+            metavar="NAME",
+            required=True,
+            help="the study's name",
+        )
 
     worker = sub.add_parser(
         "worker",
@@ -199,7 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`optuna-mto transfers | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (ValueError, KeyError, MTOError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-mto {args.command}: error: {message}", file=sys.stderr)

@@ -54,7 +54,10 @@ worker_trainer = SlowTrainer(tiny_mlp, _digits(), epochs=6, optimizer_fn=adam_fa
 
 
 class FailOnSplit:
-    """A trainer whose split ``split`` raises ``RuntimeError`` at its first report."""
+    """A trainer whose split ``split`` raises ``RuntimeError`` after its first report.
+
+    (An error before the first report is not retried in the same ``optimize`` call.)
+    """
 
     def __init__(self, trainer: optuna_mto.SupervisedTrainer, split: int = 1) -> None:
         self.trainer, self.split = trainer, split
@@ -62,5 +65,11 @@ class FailOnSplit:
 
     def __call__(self, trial: optuna_mto.SplitTrial) -> None:
         if trial.split == self.split:
-            raise RuntimeError(f"split {self.split} is broken")
+            report = trial.report
+
+            def report_then_fail(value, step, **kwargs):
+                report(value, step, **kwargs)
+                raise RuntimeError(f"split {self.split} is broken")
+
+            trial.report = report_then_fail
         self.trainer(trial)

@@ -16,18 +16,34 @@ from conftest import postgres_url
 from optuna.trial import TrialState
 
 import optuna_mto
+from optuna_mto._storage import open_storage
 
 TESTS = Path(__file__).parent
 
 
-def _cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def _env(**changes: str | None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    for key, value in changes.items():
+        env.pop(key, None)
+        if value is not None:
+            env[key] = value
+    return env
+
+
+def _cli(
+    *args: str,
+    check: bool = True,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "optuna_mto.cli", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=_env() if env is None else env,
         timeout=timeout,
+        cwd=cwd,
     )
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -82,6 +98,9 @@ def test_export_writes_loadable_best_weights(finished, tmp_path, monkeypatch):
     model.load_state_dict(torch.load(target, weights_only=True))
     expected = study.best_state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not 0600
 
 
 def test_transfers_as_table_and_csv(finished, monkeypatch):
@@ -99,8 +118,52 @@ def test_transfers_as_table_and_csv(finished, monkeypatch):
     assert len(table.splitlines()) == max(len(events), 1) + (1 if events else 0)
 
 
+def test_read_only_commands_create_no_database_and_name_where_they_looked(tmp_path):
+    env = _env(OPTUNA_MTO_HOME=None, OPTUNA_STORAGE=None)
+    for command in ("summary", "export -o best.pt"):
+        proc = _cli(*command.split(), "--study-name", "bc", check=False, cwd=tmp_path, env=env)
+        assert proc.returncode == 2, proc.stderr
+        default = tmp_path / "storage" / "optuna_mto.db"
+        assert f"No database at {default} (storage sqlite:///{default})" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'other.db'}"
+    proc = _cli("summary", "--storage", url, "--study", "bc", check=False, env=env)
+    assert proc.returncode == 2 and f"storage {url})" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no folder
+
+
+def test_a_missing_study_names_the_storage_and_its_studies(finished):
+    _, url, _ = finished
+    proc = _cli("summary", "--storage", url, "--study-name", "bc-kill", check=False)
+    assert proc.returncode == 2
+    assert f"No study named 'bc-kill' in storage {url}; studies there: ['cli']." in proc.stderr
+
+
+def test_optuna_storage_variable_and_study_name_as_in_optunas_cli(finished):
+    study, url, _ = finished
+    out = _cli("summary", "--study-name", "cli", env=_env(OPTUNA_STORAGE=url)).stdout
+    assert out.strip() == str(study.summary()).strip()
+
+
+def test_a_closed_pipe_ends_the_command_quietly(finished):
+    # `optuna-mto transfers | head -1`: the reader is gone before the command writes.
+    _, url, _ = finished
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optuna_mto.cli", "summary", "--storage", url, "--study", "cli"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
 def test_errors_are_one_clear_line(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
+    open_storage(url)  # a database without studies
     proc = _cli("summary", "--storage", url, "--study", "nope", check=False)
     assert proc.returncode == 2
     assert "No study named 'nope'" in proc.stderr and "Traceback" not in proc.stderr

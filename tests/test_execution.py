@@ -74,3 +74,13 @@ def test_heartbeat_beats_while_the_block_runs_and_stops_after(tmp_path):
     assert not [t for t in threading.enumerate() if t.name.startswith("mto-heartbeat")]
     time.sleep(4.0)  # no more beats: stale, as a killed worker's trial (1 s clock grain)
     assert backend._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+
+
+def test_auto_runs_threads_when_main_is_not_a_file(monkeypatch):
+    # A notebook or REPL: worker processes could not import the objects defined there.
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    assert resolve_executor("auto", 2, _module_level_objective) == "thread"
+    assert resolve_executor("process", 2, _module_level_objective) == "process"

@@ -19,6 +19,7 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
         "PYTHON": sys.executable,
         "OUT": str(tmp_path / "out"),
         "GPU_WHEELS_DIR": str(tmp_path / "no-wheels"),  # this venv has Optuna already
+        "GPU_SITE": str(tmp_path / "site"),  # optuna-mto is installed there, --no-deps
         "CUDA_VISIBLE_DEVICES": "",  # as on a machine without a GPU, also where there is one
         **env,
     }
@@ -40,7 +41,9 @@ def test_dry_run_writes_every_log_and_a_complete_benchmark_report(tmp_path):
     proc = _run(tmp_path, GPU_CHECK_ALLOW_CPU="1", BENCH_BUDGET="60", GPU_BENCH_ARGS="--cpu --tiny")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
-    assert "optuna_mto 0.1.0" in (out / "env.txt").read_text()
+    env = (out / "env.txt").read_text()
+    assert "optuna_mto 0.1.0" in env
+    assert "(the machine's own)" in env and str(Path(sys.executable).parents[1]) in env
     assert "skipped" in (out / "tests.log").read_text()  # the GPU tests ran, and skipped
     report = json.loads((out / "gpu.json").read_text())
     assert report["status"] == "ok" and not report["errors"]

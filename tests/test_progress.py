@@ -207,3 +207,26 @@ def test_optimize_shows_one_final_line_per_split(study_name, digits, capsys):
         done = [line for line in out.splitlines() if line.startswith(f"split {split} ")]
         assert done and "step 2/2" in done[-1] and "done" in done[-1]
         assert sum("done" in line for line in done) == 1
+
+
+def test_optimize_shows_an_eta_from_the_first_step(study_name, digits, capsys):
+    # The record carries the run's start time, so the first step already has an average.
+    from _models import SlowTrainer, adam_fast, tiny_mlp
+
+    import optuna_mto
+
+    trainer = SlowTrainer(tiny_mlp, digits, epochs=3, optimizer_fn=adam_fast, epoch_s=0.6)
+    study = optuna_mto.create_study(study_name=study_name, n_splits=1)
+    study.optimize(trainer, show_progress=True, dashboard=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("split 0")]
+    first = lines[0]
+    assert re.search(r"step 1/3 .* ETA \d+:\d\d$", first), lines  # not "ETA ?"
+
+
+def test_start_at_an_earlier_time_times_the_first_step():
+    clock = FakeClock(10.0)
+    out = io.StringIO()
+    view = ProgressView(stream=out, tty=False, log_interval_s=0, clock=clock)
+    view.start(0, total_steps=4, at=7.0)  # the run began 3 s ago, seen only now
+    view.update(0, step=0, total_steps=4, fitness=0.5, accepted=0, tried=0)
+    assert out.getvalue().splitlines()[-1].endswith("ETA 0:09")  # 3 s a step, 3 left

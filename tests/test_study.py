@@ -227,6 +227,26 @@ def test_conflicting_config_and_missing_study(study_name):
         optuna_mto.load_study(study_name="plain")
 
 
+def test_a_direction_conflict_is_a_config_conflict_with_the_fix(study_name, digits):
+    optuna_mto.create_study(study_name=study_name, direction="maximize")
+    with pytest.raises(
+        optuna_mto.ConfigConflictError,
+        match=f"Study '{study_name}' exists with a different configuration \\(direction: "
+        "stored 'maximize', given 'minimize'\\). Pass the stored values",
+    ):
+        optuna_mto.create_study(study_name=study_name, direction="minimize", load_if_exists=True)
+    study = optuna_mto.load_study(study_name=study_name)
+    x, y = digits
+    loss_trainer = digits_trainer(x, y, metric="loss")
+    with pytest.raises(
+        optuna_mto.ConfigConflictError,
+        match=f"metric='loss' is to minimize, but study '{study_name}' is stored with "
+        "direction='maximize'. Create the study with direction='minimize'",
+    ):
+        study.optimize(loss_trainer)
+    assert study.study.get_trials() == []
+
+
 def test_a_worker_with_a_different_dataset_is_refused(study_name, digits):
     x, y = digits
     study = optuna_mto.create_study(study_name=study_name, n_splits=2)
