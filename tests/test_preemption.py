@@ -175,7 +175,7 @@ def test_two_quick_ctrl_c_leave_nothing_running_and_spend_no_retry(tmp_path, stu
 def test_a_failing_split_is_named_with_its_error_in_every_executor(study_name, digits, executor):
     x, y = digits
     study = optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=1)
-    broken = FailOnSplit(digits_trainer(x, y, epochs=1), split=1)
+    broken = FailOnSplit(digits_trainer(x, y, epochs=2), split=1)
     n_jobs, mode = (1, "auto") if executor == "inline" else (2, executor)
     with pytest.raises(optuna_mto.SplitsGivenUpError) as info:
         study.optimize(broken, n_jobs=n_jobs, executor=mode)  # retried once in the same call
@@ -202,7 +202,7 @@ def test_a_failing_split_is_named_with_its_error_in_every_executor(study_name, d
     with pytest.raises(optuna_mto.SplitsGivenUpError, match="split 1"):
         study.optimize(broken)
     # A higher budget runs it again; fixed, the study completes.
-    fixed = FailOnSplit(digits_trainer(x, y, epochs=1), split=-1)
+    fixed = FailOnSplit(digits_trainer(x, y, epochs=2), split=-1)
     optuna_mto.load_study(study_name=study_name, max_retries=3).optimize(fixed)
     assert study.summary().complete
 
@@ -212,7 +212,7 @@ def test_cli_summary_of_an_incomplete_study_exits_non_zero(tmp_path, study_name,
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     study = optuna_mto.create_study(study_name=study_name, storage=url, n_splits=2, max_retries=0)
     with pytest.raises(optuna_mto.SplitsGivenUpError):
-        study.optimize(FailOnSplit(digits_trainer(x, y, epochs=1), split=0))
+        study.optimize(FailOnSplit(digits_trainer(x, y, epochs=2), split=0))
     cmd = ["summary", "--storage", url, "--study", study_name]
     proc = subprocess.run(
         [sys.executable, "-m", "optuna_mto.cli", *cmd],

@@ -195,7 +195,10 @@ def test_mismatched_model_error_names_the_first_tensor(study_name, digits):
         for step in range(2):
             trial.report(0.9 - 0.8 * trial.split, step, model=model)
 
-    with pytest.raises(ValueError, match=r"Tensor '0.weight' has shape \(16, 64\) in the donor"):
+    with pytest.raises(
+        optuna_mto.SplitsGivenUpError,
+        match=r"ValueError: Tensor '0.weight' has shape \(16, 64\) in the donor",
+    ):
         study.optimize(objective, dataset=(x, y), evaluate=lambda m, i: 0.9)
 
 
