@@ -8,8 +8,9 @@ the job again), until --kills kills are done, then lets the job finish. Measured
 backend, against an undisturbed run of the same study:
 
 - kills: how many, of which kind;
-- re-trained epochs per kill: epochs trained beyond K x epochs, over the kills (goal:
-  at most one report interval, i.e. <= 1 epoch per split that was running);
+- re-trained epochs per kill: epochs reported twice (trained again after a kill), over
+  the kills, and over the attempts lost (a job kill loses every split it was running;
+  goal: at most one report interval, i.e. <= 1 epoch, per lost attempt);
 - splits lost: splits not COMPLETE at the end (goal 0);
 - duplicate COMPLETE trials per split (goal 0);
 - total wall time / undisturbed wall time.
@@ -150,6 +151,7 @@ def chaos_run(url: str, n_kills: int, rng: random.Random) -> dict:
         "wall_s": round(wall, 1),
         "retrained_epochs": trained - K * EPOCHS,
         "retrained_per_kill": round((trained - K * EPOCHS) / n, 2) if n else 0.0,
+        "lost_attempts": sum(1 for t in trials if t.state == TrialState.FAIL),
         "splits_lost": sum(1 for k in range(K) if per_split[k] == 0),
         "duplicate_complete": sum(max(0, c - 1) for c in per_split.values()),
         "trials": len(trials),
@@ -183,14 +185,16 @@ def main() -> None:
         print(backend, json.dumps(results[backend]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
-    print("| backend | kills (worker/job) | re-trained epochs per kill | splits lost "
-          "| duplicate COMPLETE | wall time vs undisturbed |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| backend | kills (worker/job) | attempts lost | re-trained epochs per kill "
+          "(per lost attempt) | splits lost | duplicate COMPLETE "
+          "| wall time vs undisturbed |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for backend, r in results.items():
         c = r["chaos"]
         print(
             f"| {backend} | {sum(c['kills'].values())} ({c['kills']['worker']}/"
-            f"{c['kills']['job']}) | {c['retrained_per_kill']} | {c['splits_lost']} | "
+            f"{c['kills']['job']}) | {c['lost_attempts']} | {c['retrained_per_kill']} "
+            f"({c['retrained_epochs'] / max(1, c['lost_attempts']):.2f}) | {c['splits_lost']} | "
             f"{c['duplicate_complete']} | {c['wall_s']} s / {r['undisturbed']['wall_s']} s "
             f"= {c['wall_ratio']} |"
         )
