@@ -27,8 +27,9 @@ _claims = sa.Table(
     sa.Column("trial_id", sa.Integer, nullable=True),
     sa.Column("worker", sa.String(255), nullable=False),
     sa.Column("claimed_at", sa.DateTime, nullable=False),
-    sa.Column("interrupted", sa.Boolean, nullable=False, default=False),
-    sa.Column("errored", sa.Boolean, nullable=False, default=False),
+    # Server-side defaults: workers of an older optuna-mto insert claims without them.
+    sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("errored", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 #: Columns added after the first release, with their SQL type: added to older tables.
 _LATER_COLUMNS = {
@@ -53,10 +54,19 @@ def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
 
 
 def _add_later_columns(engine: sa.Engine) -> None:
-    """Upgrade a claims table made by an earlier optuna-mto (columns added since)."""
+    """Upgrade a claims table made by an earlier optuna-mto (columns added since).
+
+    Columns that exist without a server-side default (made by development builds) get
+    one where the database can add it, so that older workers can still insert claims.
+    """
     for name, sql_type in _LATER_COLUMNS.items():
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("mto_split_claims")}
         if name in columns:
+            if columns[name].get("default") is None and engine.dialect.name != "sqlite":
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE mto_split_claims ALTER COLUMN {name} SET DEFAULT FALSE"
+                    )
             continue
         try:
             with engine.begin() as conn:
@@ -238,8 +248,19 @@ class ClaimTable:
             with self._engine.begin() as conn:
                 conn.execute(sa.insert(_claims).values(**row))
         except sa.exc.IntegrityError:
-            return False
+            if self._exists(split, attempt):
+                return False  # another worker won the race
+            raise  # a broken table (e.g. a NOT NULL column without default), not a race
         return True
+
+    def _exists(self, split: int, attempt: int) -> bool:
+        query = sa.select(_claims.c.split).where(
+            _claims.c.study_id == self._study_id,
+            _claims.c.split == split,
+            _claims.c.attempt == attempt,
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def attach_trial(self, split: int, attempt: int, trial_id: int) -> None:
         """Record the trial that runs a claimed split."""

@@ -385,3 +385,24 @@ def test_claim_table_upgrades_a_table_without_the_interrupted_column(tmp_path) -
     table = ClaimTable(engine, 1)
     assert table.latest()[0].interrupted is False
     assert table.try_claim(0, 1, "w")
+
+
+def test_a_broken_claims_table_raises_instead_of_looking_like_a_lost_race(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'broken.db'}")
+    ClaimTable(engine, 1)
+    with engine.begin() as conn:  # a column this version does not fill, without default
+        conn.exec_driver_sql("ALTER TABLE mto_split_claims ADD COLUMN extra INTEGER NOT NULL")
+    with pytest.raises(sa.exc.IntegrityError):
+        ClaimTable(engine, 1).try_claim(0, 0, "w")
+
+
+def test_claims_inserted_without_the_later_columns_get_their_defaults(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old-worker.db'}")
+    table = ClaimTable(engine, 1)
+    with engine.begin() as conn:  # what a worker of an older optuna-mto inserts
+        conn.exec_driver_sql(
+            "INSERT INTO mto_split_claims (study_id, split, attempt, trial_id, worker, "
+            "claimed_at) VALUES (1, 0, 0, NULL, 'old', '2024-05-01 12:00:00')"
+        )
+    claim = table.latest()[0]
+    assert (claim.interrupted, claim.errored, claim.errors) == (False, False, 0)
