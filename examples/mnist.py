@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 import numpy as np
@@ -91,11 +92,19 @@ def main() -> None:
         load_if_exists=True,
     )
     start = time.perf_counter()
-    study.optimize(trainer, n_jobs=args.n_jobs, show_progress=True)
+    try:
+        study.optimize(trainer, n_jobs=args.n_jobs, show_progress=True)
+    except KeyboardInterrupt:
+        sys.exit(130)  # optimize said "interrupted: N split(s) will resume"; rerun to resume
+    except optuna_mto.SplitsGivenUpError as err:
+        print(study.summary())
+        sys.exit(f"error: {err}")
     elapsed = time.perf_counter() - start
 
     summary = study.summary()
     print(summary)
+    if not summary.complete:  # never export "the best" of an incomplete study
+        sys.exit(f"error: the study is incomplete ({summary.incomplete_reason}); run it again")
     model = study.load_best_model(make_cnn())
     model.eval()
     with torch.no_grad():

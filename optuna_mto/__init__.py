@@ -14,6 +14,7 @@ from optuna_mto._errors import (
     ConfigConflictError,
     DatasetMismatchError,
     MTOError,
+    SplitsGivenUpError,
 )
 from optuna_mto._events import ReportResult, TransferEvent
 from optuna_mto._splits import (
@@ -44,6 +45,7 @@ __all__ = [
     "RandomSplitter",
     "ReportResult",
     "SplitTrial",
+    "SplitsGivenUpError",
     "StratifiedSplitter",
     "StudyConfig",
     "SupervisedTrainer",

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["ClaimTable", "SplitClaim", "create_tables", "plan_next_claim", "utc_now"]
+__all__ = ["Budgets", "ClaimTable", "SplitClaim", "create_tables", "plan_next_claim", "utc_now"]
 
 _metadata = sa.MetaData()
 _claims = sa.Table(
@@ -27,8 +27,15 @@ _claims = sa.Table(
     sa.Column("trial_id", sa.Integer, nullable=True),
     sa.Column("worker", sa.String(255), nullable=False),
     sa.Column("claimed_at", sa.DateTime, nullable=False),
-    sa.Column("interrupted", sa.Boolean, nullable=False, default=False),
+    # Server-side defaults: workers of an older optuna-mto insert claims without them.
+    sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("errored", sa.Boolean, nullable=False, server_default=sa.false()),
 )
+#: Columns added after the first release, with their SQL type: added to older tables.
+_LATER_COLUMNS = {
+    "interrupted": "BOOLEAN NOT NULL DEFAULT FALSE",
+    "errored": "BOOLEAN NOT NULL DEFAULT FALSE",
+}
 
 
 def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
@@ -46,20 +53,28 @@ def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
             raise
 
 
-def _add_interrupted_column(engine: sa.Engine) -> None:
-    """Upgrade a claims table made by optuna-mto 0.1.0 dev builds (no ``interrupted``)."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
-    if "interrupted" in columns:
-        return
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                "ALTER TABLE mto_split_claims ADD COLUMN interrupted BOOLEAN NOT NULL DEFAULT FALSE"
-            )
-    except sa.exc.DatabaseError:  # another worker added it first
-        columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
-        if "interrupted" not in columns:
-            raise
+def _add_later_columns(engine: sa.Engine) -> None:
+    """Upgrade a claims table made by an earlier optuna-mto (columns added since).
+
+    Columns that exist without a server-side default (made by development builds) get
+    one where the database can add it, so that older workers can still insert claims.
+    """
+    for name, sql_type in _LATER_COLUMNS.items():
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("mto_split_claims")}
+        if name in columns:
+            if columns[name].get("default") is None and engine.dialect.name != "sqlite":
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE mto_split_claims ALTER COLUMN {name} SET DEFAULT FALSE"
+                    )
+            continue
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE mto_split_claims ADD COLUMN {name} {sql_type}")
+        except sa.exc.DatabaseError:  # another worker added it first
+            columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
+            if name not in columns:
+                raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +88,9 @@ class SplitClaim:
         claimed_at: When it was claimed (naive UTC).
         interrupted: This attempt was stopped by the user (Ctrl-C, SIGTERM).
         interruptions: How many attempts of the split, this one included, were.
+        worker: ``host:pid:thread`` of the worker that claimed it.
+        errored: This attempt ended with an exception of the user's code.
+        errors: How many attempts of the split, this one included, did.
     """
 
     split: int
@@ -81,11 +99,32 @@ class SplitClaim:
     claimed_at: datetime.datetime
     interrupted: bool = False
     interruptions: int = 0
+    worker: str = ""
+    errored: bool = False
+    errors: int = 0
+
+    def preemptions(self, latest_failed: bool) -> int:
+        """Attempts lost with their worker (killed, lost heartbeat), not by an error or Ctrl-C.
+
+        Every attempt before the latest one has ended; it counts as a preemption unless it
+        recorded an exception or an interruption (a killed worker can record nothing).
+
+        Args:
+            latest_failed: Whether the latest attempt has ended without completing.
+        """
+        ended = self.attempt + (1 if latest_failed else 0)
+        return max(0, ended - self.errors - self.interruptions)
 
     @property
-    def crashes(self) -> int:
-        """Attempts so far that ended other than by interruption (or still run)."""
-        return self.attempt + 1 - self.interruptions
+    def host(self) -> str:
+        """The host of the claiming worker."""
+        return self.worker.rsplit(":", 2)[0] if self.worker.count(":") >= 2 else ""
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the claiming worker, if recorded."""
+        parts = self.worker.rsplit(":", 2)
+        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def utc_now() -> datetime.datetime:
@@ -97,29 +136,56 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """How often a split may be run again, by why its attempt ended.
+
+    Attributes:
+        max_retries: Attempts that raised an exception in the user's code, beyond the
+            first run.
+        max_preemptions: Attempts lost with their worker (SIGKILL, OOM, lost heartbeat,
+            host gone). Interruptions (Ctrl-C, SIGTERM) are never counted.
+    """
+
+    max_retries: int
+    max_preemptions: int
+
+    def exhausted(self, claim: SplitClaim, latest_failed: bool) -> str | None:
+        """Return why ``claim``'s split is given up (``"errors"``/``"preemptions"``), or None."""
+        if claim.errors > self.max_retries:
+            return "errors"
+        if claim.preemptions(latest_failed) > self.max_preemptions:
+            return "preemptions"
+        return None
+
+
 def plan_next_claim(
     n_splits: int,
     latest: dict[int, SplitClaim],
     states: dict[int, TrialState],
-    max_retries: int,
+    budgets: Budgets,
     orphan_after: datetime.timedelta,
     now: datetime.datetime | None = None,
+    gone: frozenset[int] = frozenset(),
 ) -> list[tuple[int, int]]:
     """Return the ``(split, attempt)`` pairs a worker may try to claim, best first.
 
     Pure function: splits never claimed come first (in index order), then failed
-    splits that still have retries left. A claim whose trial was never created
-    (the worker died in between) counts as failed once it is older than
-    ``orphan_after``. Attempts the user interrupted do not use up retries: only
-    crashes, exceptions and kills count against ``max_retries``.
+    splits whose budgets are not used up. A claim whose trial was never created (the
+    worker died in between) counts as a lost worker once it is older than
+    ``orphan_after``. Exceptions count against ``budgets.max_retries``, lost workers
+    against ``budgets.max_preemptions``, interruptions against nothing. A pruned split
+    is finished, like a complete one.
 
     Args:
         n_splits: K.
         latest: The latest claim of each split that has one.
         states: The state of each claimed trial, by trial id.
-        max_retries: Failed attempts allowed beyond the first.
+        budgets: The retry and preemption budgets.
         orphan_after: Age after which a claim without a trial is abandoned.
         now: The current time (naive UTC); for tests.
+        gone: Splits whose claiming worker is known to be dead (its process is gone
+            from this host): their claims without a trial count as lost at once.
     """
     now = now or _now()
     fresh, retries = [], []
@@ -129,10 +195,10 @@ def plan_next_claim(
             fresh.append((split, 0))
             continue
         if claim.trial_id is None:
-            failed = now - claim.claimed_at > orphan_after
+            failed = split in gone or now - claim.claimed_at > orphan_after
         else:
             failed = states.get(claim.trial_id) == TrialState.FAIL
-        if failed and claim.crashes <= max_retries:
+        if failed and budgets.exhausted(claim, latest_failed=True) is None:
             retries.append((split, claim.attempt + 1))
     return fresh + retries
 
@@ -144,7 +210,7 @@ class ClaimTable:
         self._engine = engine
         self._study_id = study_id
         create_tables(_metadata, engine)
-        _add_interrupted_column(engine)
+        _add_later_columns(engine)
 
     def latest(self) -> dict[int, SplitClaim]:
         """Return the latest claim of every split that has one (one query)."""
@@ -156,10 +222,13 @@ class ClaimTable:
         out: dict[int, SplitClaim] = {}
         for split, attempts in rows.items():
             last = max(attempts, key=lambda r: r.attempt)
-            interruptions = sum(1 for r in attempts if r.interrupted)
             out[split] = SplitClaim(
                 split, last.attempt, last.trial_id, last.claimed_at,
-                bool(last.interrupted), interruptions,
+                interrupted=bool(last.interrupted),
+                interruptions=sum(1 for r in attempts if r.interrupted),
+                worker=last.worker,
+                errored=bool(last.errored),
+                errors=sum(1 for r in attempts if r.errored),
             )  # fmt: skip
         return out
 
@@ -173,13 +242,25 @@ class ClaimTable:
             "worker": worker[:255],
             "claimed_at": _now(),
             "interrupted": False,
+            "errored": False,
         }
         try:
             with self._engine.begin() as conn:
                 conn.execute(sa.insert(_claims).values(**row))
         except sa.exc.IntegrityError:
-            return False
+            if self._exists(split, attempt):
+                return False  # another worker won the race
+            raise  # a broken table (e.g. a NOT NULL column without default), not a race
         return True
+
+    def _exists(self, split: int, attempt: int) -> bool:
+        query = sa.select(_claims.c.split).where(
+            _claims.c.study_id == self._study_id,
+            _claims.c.split == split,
+            _claims.c.attempt == attempt,
+        )
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def attach_trial(self, split: int, attempt: int, trial_id: int) -> None:
         """Record the trial that runs a claimed split."""
@@ -188,6 +269,10 @@ class ClaimTable:
     def mark_interrupted(self, split: int, attempt: int) -> None:
         """Record that the user stopped this attempt (it does not use up a retry)."""
         self._update(split, attempt, interrupted=True)
+
+    def mark_errored(self, split: int, attempt: int) -> None:
+        """Record that this attempt raised in the user's code (it uses up a retry)."""
+        self._update(split, attempt, errored=True)
 
     def _update(self, split: int, attempt: int, **values: Any) -> None:
         stmt = (

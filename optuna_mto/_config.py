@@ -13,7 +13,7 @@ __all__ = ["CONFIG_KEY", "StudyConfig", "check_objective_direction"]
 
 CONFIG_KEY = "mto:config"
 #: Fields that change how failures are handled, not the results: a worker may differ.
-_OPERATIONAL = ("max_retries",)
+_OPERATIONAL = ("max_retries", "max_preemptions")
 _SPLITTERS = ("random", "kfold", "stratified")
 _ARTIFACT_KINDS = ("file", "database", "custom")
 
@@ -36,8 +36,12 @@ class StudyConfig:
         transfer: Parameters of the transfer manager (``TransferManager.get_params()``).
         artifact_store: Where checkpoints live: ``{"kind": "file", "path": ...}`` or
             ``{"kind": "database"}`` (inside the study's own database).
-        max_retries: How many times a failed split is retried as a new trial (the one
-            field a worker may set differently: it changes no result).
+        max_retries: How many times a split whose code raised an exception is retried
+            as a new trial.
+        max_preemptions: How many times a split whose worker was lost (SIGKILL, OOM,
+            lost heartbeat, host gone) is resumed. Interruptions (Ctrl-C, SIGTERM) count
+            against neither budget. Both budgets may differ between workers: they
+            change no result.
         selection_fraction: Share of the data held out from every split and used only
             to rank the final models (0 ranks by mean cross-split validation score).
     """
@@ -50,6 +54,7 @@ class StudyConfig:
     artifact_store: dict[str, Any] = dataclasses.field(default_factory=dict)
     max_retries: int = 2
     selection_fraction: float = 0.0
+    max_preemptions: int = 20
 
     def __post_init__(self) -> None:
         check_int("n_splits", self.n_splits, 1)
@@ -73,6 +78,7 @@ class StudyConfig:
                 f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
             )
         check_int("max_retries", self.max_retries, 0)
+        check_int("max_preemptions", self.max_preemptions, 0)
         check_number("selection_fraction", self.selection_fraction, 0, 0.5, kind="float")
         try:
             json.dumps(self.to_dict())

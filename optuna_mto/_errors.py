@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigConflictError", "DatasetMismatchError", "MTOError"]
+__all__ = [
+    "CheckpointError",
+    "ConfigConflictError",
+    "DatasetMismatchError",
+    "MTOError",
+    "SplitsGivenUpError",
+]
 
 
 class MTOError(Exception):
@@ -19,3 +25,15 @@ class DatasetMismatchError(MTOError, ValueError):
 
 class CheckpointError(MTOError):
     """A checkpoint is missing, truncated, corrupted or not a tensors-only file."""
+
+
+class SplitsGivenUpError(MTOError, RuntimeError):
+    """Splits of a study failed more often than their retry or preemption budget allows.
+
+    Attributes:
+        given_up: One line per given-up split: split, trial, attempts and the cause.
+    """
+
+    def __init__(self, message: str, given_up: list[str]) -> None:
+        super().__init__(message)
+        self.given_up = given_up

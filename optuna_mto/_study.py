@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import multiprocessing
 import os
 import time
 import uuid
@@ -23,8 +24,10 @@ from optuna_mto import _execution
 from optuna_mto._board import Blackboard, records_from_attrs
 from optuna_mto._claims import ClaimTable, utc_now
 from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
-from optuna_mto._errors import DatasetMismatchError
+from optuna_mto._errors import DatasetMismatchError, MTOError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
+from optuna_mto._interrupts import stop_on_signals
+from optuna_mto._lifecycle import given_up_error, split_statuses, work_left
 from optuna_mto._main_guard import exit_if_worker_bootstrap
 from optuna_mto._monitor import StudyMonitor
 from optuna_mto._plan import SplitPlan
@@ -40,7 +43,7 @@ from optuna_mto._storage import (
 )
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
 from optuna_mto._trial import EvaluateFn, SplitTrial
-from optuna_mto._worker import Job, Worker, run_processes, run_threads, work_left
+from optuna_mto._worker import Job, Worker, run_processes, run_threads
 from optuna_mto.checkpoints import (
     AtomicFileSystemArtifactStore,
     CheckpointRef,
@@ -244,6 +247,19 @@ class MTOStudy:
                 on a terminal, or a log line per split now and then otherwise.
             dashboard: Keep optuna-dashboard's custom figures and study note up to
                 date while the study runs (if optuna-dashboard is installed).
+
+        A split whose code raises is retried in the same call while ``max_retries``
+        allows; one whose worker is lost (a worker process killed, a heartbeat gone
+        stale) is resumed, and a dead worker process replaced, while
+        ``max_preemptions`` allows. Ctrl-C and SIGTERM stop every split at its next
+        report without using up either budget.
+
+        Raises:
+            SplitsGivenUpError: When a split has used up a budget, naming each such
+                split with its trial, attempt and error (also on later calls, until
+                the split is rerun with a higher budget).
+            KeyboardInterrupt: After Ctrl-C or SIGTERM, once every split has stopped;
+                one line says how many splits will resume on the next run.
         """
         exit_if_worker_bootstrap()  # a worker re-running an unguarded script
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
@@ -257,10 +273,10 @@ class MTOStudy:
                 "float, or create the study with transfer=optuna_mto.transfer.NoTransfer()."
             )
         n_samples, targets = self._bind_dataset(dataset, targets)
-        _, plan, running = work_left(self)
-        if not plan and not running:
+        left = work_left(self)
+        if not left.plan and not left.running:
             _logger.info("Study %r has no split left to run.", self.study_name)
-            self._warn_given_up()
+            self._raise_if_given_up()
             return
         if callable(getattr(objective, "check_inputs", None)):
             objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
@@ -268,41 +284,44 @@ class MTOStudy:
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
         job = Job(objective, evaluate, n_samples, targets, deadline, since=self._since or utc_now())
-        with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
-            if mode == "inline":
-                Worker(self, job, devices[0]).run()
-            elif mode == "thread":
-                run_threads(self, job, devices)
-            else:
-                run_processes(self, job, dataset, devices, timeout)
+        try:
+            with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
+                if mode == "inline":  # Ctrl-C interrupts the split at once, where it is
+                    Worker(self, job, devices[0]).run()
+                else:
+                    with stop_on_signals(job.stop):
+                        if mode == "thread":
+                            run_threads(self, job, devices)
+                        else:
+                            run_processes(self, job, dataset, devices, timeout)
+                    if job.stop.is_set():
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if multiprocessing.parent_process() is None:  # a worker process's parent says it
+                resume = [s.split for s in split_statuses(self) if s.state == "failed"]
+                _logger.warning(
+                    "interrupted: %d split(s) will resume on the next run %s", len(resume), resume
+                )
+            raise
         if deadline is None:
-            self._warn_given_up()
+            self._raise_if_given_up(after_run=True)
 
-    def _warn_given_up(self) -> None:
-        """Warn about splits that failed more often than ``max_retries`` allows."""
-        latest, plan, _ = work_left(self)
-        summary = self.summary()
-        claimable = {split for split, _ in plan}
-        given_up = [
-            split
-            for split in range(self.n_splits)
-            if split not in summary.ranking
-            and split in latest
-            and split not in claimable
-            and summary.trial_numbers[split] < 0
-        ]
-        if given_up:
-            _logger.warning(
-                "Study %r: split(s) %s failed %d time(s) and are given up (max_retries=%d); "
-                "see the trials' fail_reason, fix the cause, and rerun them with "
-                "load_study(..., max_retries=<higher>).optimize(...).",
-                self.study_name, given_up, self.config.max_retries + 1, self.config.max_retries,
-            )  # fmt: skip
+    def _raise_if_given_up(self, after_run: bool = False) -> None:
+        """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
+        error = given_up_error(self, split_statuses(self), after_run=after_run)
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------------ results
     def summary(self) -> CrossSplitSummary:
-        """Return the K x K cross-split table and ranking (print it for a table)."""
-        return CrossSplitSummary.from_study(self.study, self.n_splits)
+        """Return the K x K cross-split table and ranking (print it for a table).
+
+        Its ``states`` say how each split stands (complete, running, failed, given up,
+        missing); ``complete`` is False and the table says so while any split is not.
+        """
+        left = work_left(self, take_over=False)
+        states = [s.state for s in split_statuses(self, left)]
+        return CrossSplitSummary.from_study(self.study, self.n_splits, states=states)
 
     def transfers(self) -> list[TransferEvent]:
         """Return every recorded transfer attempt of the splits' current runs, by step."""
@@ -313,8 +332,14 @@ class MTOStudy:
                     events.append(TransferEvent.from_dict(value))
         return sorted(events, key=lambda e: (e.step, e.receiver))
 
-    def _best_ref(self, split: int | None) -> tuple[int, CheckpointRef]:
+    def _best_ref(self, split: int | None, allow_incomplete: bool) -> tuple[int, CheckpointRef]:
         summary = self.summary()
+        if split is None and not summary.complete and not allow_incomplete and summary.ranking:
+            raise MTOError(
+                f"Study {self.study_name!r} is incomplete ({summary.incomplete_reason}): its "
+                "best model is ranked on some splits only. Finish the study (run optimize "
+                "again), or pass allow_incomplete=True to take the best finished split."
+            )
         split = summary.best_split if split is None else split
         if split is None:
             raise ValueError(f"No split of study {self.study_name!r} has finished yet.")
@@ -325,30 +350,50 @@ class MTOStudy:
         return split, CheckpointRef.from_dict(trial.system_attrs["mto:best"]["checkpoint"])
 
     def best_state_dict(
-        self, split: int | None = None, map_location: str | torch.device = "cpu"
+        self,
+        split: int | None = None,
+        map_location: str | torch.device = "cpu",
+        *,
+        allow_incomplete: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Return the ``state_dict`` of the best-ranked split's best model (or of ``split``)."""
-        _, ref = self._best_ref(split)
+        """Return the ``state_dict`` of the best-ranked split's best model (or of ``split``).
+
+        Raises:
+            MTOError: If the study is incomplete (a split given up, failed, running or
+                never run) and neither ``split`` nor ``allow_incomplete=True`` is given.
+        """
+        _, ref = self._best_ref(split, allow_incomplete)
         return self._checkpoints.load(ref, map_location=map_location)["model"]
 
-    def load_best_model(self, model: torch.nn.Module, split: int | None = None) -> torch.nn.Module:
+    def load_best_model(
+        self, model: torch.nn.Module, split: int | None = None, *, allow_incomplete: bool = False
+    ) -> torch.nn.Module:
         """Load the best-ranked model's weights into ``model`` and return it.
 
         ``model`` may be plain or wrapped (``torch.compile``, ``DataParallel``, DDP),
-        whichever way the splits were trained.
+        whichever way the splits were trained. Refuses an incomplete study unless
+        ``allow_incomplete=True`` (see :meth:`best_state_dict`).
         """
         device = next(iter(model.parameters()), torch.empty(0)).device
-        unwrap_model(model).load_state_dict(self.best_state_dict(split, map_location=device))
+        state = self.best_state_dict(split, map_location=device, allow_incomplete=allow_incomplete)
+        unwrap_model(model).load_state_dict(state)
         return model
 
-    def export_best_model(self, path: str | os.PathLike[str], split: int | None = None) -> Path:
+    def export_best_model(
+        self,
+        path: str | os.PathLike[str],
+        split: int | None = None,
+        *,
+        allow_incomplete: bool = False,
+    ) -> Path:
         """Write the best-ranked model's ``state_dict`` to ``path`` (atomically).
 
         Load it back with ``model.load_state_dict(torch.load(path, weights_only=True))``.
+        Refuses an incomplete study unless ``allow_incomplete=True``.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.best_state_dict(split)
+        state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
         # Mode 0o666 less the umask, as open() gives: the file is for people to share.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -380,6 +425,7 @@ def create_study(
     transfer: BaseTransferManager | None = None,
     artifact_store: str | ArtifactStore | None = None,
     max_retries: int = 2,
+    max_preemptions: int = 20,
     selection_fraction: float = 0.0,
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
@@ -403,7 +449,9 @@ def create_study(
             ``storage/artifacts``), ``"database"`` (default otherwise: inside the study's
             own database, so many machines need only its URL) or any optuna
             ``ArtifactStore`` such as ``Boto3ArtifactStore``.
-        max_retries: How often a failed or killed split is retried.
+        max_retries: How often a split whose code raised an exception is retried.
+        max_preemptions: How often a split whose worker was lost (SIGKILL, OOM, lost
+            heartbeat, host gone) is resumed. Ctrl-C and SIGTERM count against neither.
         selection_fraction: Share of the data held out from every split and used only
             to rank the final models (an honest estimate: random splits overlap, so
             every model has trained on most other splits' validation rows). 0 ranks
@@ -438,6 +486,7 @@ def create_study(
         artifact_store=_artifact_spec(artifact_store, storage_url(opened), study_name),
         max_retries=max_retries,
         selection_fraction=selection_fraction,
+        max_preemptions=max_preemptions,
     )
     study = optuna.create_study(
         study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists
@@ -466,6 +515,7 @@ def load_study(
     max_retries: int | None = None,
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
+    max_preemptions: int | None = None,
 ) -> MTOStudy:
     """Open an existing optuna-mto study, with the configuration it was created with.
 
@@ -477,6 +527,7 @@ def load_study(
         artifact_store: Only needed for a custom artifact store instance.
         max_retries: Override the stored retry budget for this process's workers
             (e.g. to rerun splits that were given up after fixing their cause).
+        max_preemptions: Override the stored budget for lost workers, likewise.
         heartbeat_interval: As in :func:`create_study`.
         grace_period: As in :func:`create_study`.
 
@@ -505,6 +556,8 @@ def load_study(
     config = StudyConfig.from_dict(stored)
     if max_retries is not None:
         config = dataclasses.replace(config, max_retries=max_retries)
+    if max_preemptions is not None:
+        config = dataclasses.replace(config, max_preemptions=max_preemptions)
     if transfer is None:
         transfer = from_params(config.transfer)
     elif transfer.get_params() != config.transfer:

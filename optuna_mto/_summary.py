@@ -49,6 +49,9 @@ class CrossSplitSummary:
             Off-diagonal values near 1 mean the cross-split mean is optimistic.
         selection: Each split's best model scored on the held-out selection set
             (NaN without one). When present, it ranks the splits.
+        states: How each split stands: ``"complete"``, ``"pruned"``, ``"running"``,
+            ``"failed"`` (will be retried), ``"given up"`` or ``"missing"`` (None when
+            built from trials alone).
     """
 
     study_name: str
@@ -60,9 +63,12 @@ class CrossSplitSummary:
     proposed_transfers: list[int]
     overlap: np.ndarray | None = None
     selection: list[float] | None = None
+    states: list[str] | None = None
 
     @classmethod
-    def from_study(cls, study: optuna.Study, n_splits: int) -> CrossSplitSummary:
+    def from_study(
+        cls, study: optuna.Study, n_splits: int, states: list[str] | None = None
+    ) -> CrossSplitSummary:
         """Assemble the summary from the trials stored in ``study``."""
         matrix = np.full((n_splits, n_splits), np.nan)
         numbers, own = [-1] * n_splits, [math.nan] * n_splits
@@ -91,7 +97,7 @@ class CrossSplitSummary:
         direction = study.direction.name.lower()
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
-            selection,
+            selection, states,
         )  # fmt: skip
 
     @property
@@ -137,6 +143,16 @@ class CrossSplitSummary:
         """True once every split has finished."""
         return len(self.ranking) == self.n_splits
 
+    @property
+    def incomplete_reason(self) -> str:
+        """Which splits are not finished and how they stand ("" when complete)."""
+        if self.complete:
+            return ""
+        ranked = set(self.ranking)
+        states = self.states or ["unfinished"] * self.n_splits
+        parts = [f"split {k} {states[k]}" for k in range(self.n_splits) if k not in ranked]
+        return ", ".join(parts)
+
     def to_table(self) -> str:
         """Return the ranked table as plain text."""
         k = self.n_splits
@@ -144,6 +160,8 @@ class CrossSplitSummary:
         head.append("seen")
         if self.uses_selection:
             head.append("select")
+        if self.states is not None:
+            head.append("state")
         rows = []
         ranked = self.ranking + [s for s in range(k) if s not in self.ranking]
         for position, split in enumerate(ranked, start=1):
@@ -156,12 +174,16 @@ class CrossSplitSummary:
             cells.append(_fmt(self.seen_share[split], "{:.0%}"))
             if self.uses_selection:
                 cells.append(_fmt(self.selection[split]))  # type: ignore[index]
+            if self.states is not None:
+                cells.append(self.states[split])
             rows.append(cells)
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [
             "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
         ]
         title = f"Cross-split validation ({self.direction}) of study {self.study_name!r}"
+        if not self.complete:
+            title += f"\nINCOMPLETE: {self.incomplete_reason}"
         note = (
             "valJ: best model of the split scored on split J's validation set; xfer: "
             "kept/tried transfers;\nseen: share of the other splits' validation rows the "

@@ -315,6 +315,8 @@ class SplitTrial:
         storage = self._trial.storage
         failed = retry_transient(storage.get_trial, failed_trial_id)
         trial_id = self._trial._trial_id
+        # First: a run killed while copying still says where it resumed from.
+        retry_transient(storage.set_trial_system_attr, trial_id, "mto:resumed_from_step", step)
         for past_step, past_value in sorted(failed.intermediate_values.items()):
             if past_step <= step:
                 retry_transient(storage.set_trial_intermediate_value, trial_id, past_step,
@@ -324,7 +326,6 @@ class SplitTrial:
             if prefix in (TRANSFER_ATTR_PREFIX, RELATIONS_ATTR_PREFIX):
                 if int(key.split(":")[1]) <= step:
                     retry_transient(storage.set_trial_user_attr, trial_id, key, value)
-        retry_transient(storage.set_trial_system_attr, trial_id, "mto:resumed_from_step", step)
         retry_transient(self._trial.set_user_attr, "resumed_from_step", step)
 
     # ------------------------------------------------------------------ report

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
 import socket
+import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +24,18 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
-from optuna_mto._claims import SplitClaim, plan_next_claim, utc_now
+from optuna_mto._claims import SplitClaim, utc_now
+from optuna_mto._lifecycle import work_left
 from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
-from optuna_mto._retry import retry_transient
+from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
 from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
 
-__all__ = ["Job", "Worker", "run_processes", "run_threads", "work_left"]
+__all__ = ["Job", "Worker", "run_processes", "run_threads"]
 
 _logger = logging.getLogger(__name__)
 #: Trial system attribute: the run failed before its first report (not retried at once).
@@ -62,31 +66,6 @@ class Job:
     deadline: float | None = None
     since: datetime.datetime = dataclasses.field(default_factory=utc_now)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-
-def work_left(study: MTOStudy) -> tuple[dict[int, SplitClaim], list[tuple[int, int]], int]:
-    """Return the latest claims, the claimable (split, attempt) pairs, the running count.
-
-    Trials whose heartbeat went stale are marked failed first, so they count as
-    claimable (for a retry), not as running.
-    """
-    heartbeat_s = study._open_kwargs.get("heartbeat_interval")
-    orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
-    backend = getattr(study.study._storage, "_backend", study.study._storage)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry_transient(optuna.storages.fail_stale_trials, study.study)
-    latest = retry_transient(study._claims.latest)
-    states = {
-        c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
-        for c in latest.values()
-        if c.trial_id is not None
-    }
-    plan = plan_next_claim(study.n_splits, latest, states, study.config.max_retries, orphan_after)
-    running = sum(
-        1 for c in latest.values() if c.trial_id is None or states[c.trial_id] == TrialState.RUNNING
-    )
-    return latest, plan, running
 
 
 class Worker:
@@ -140,18 +119,19 @@ class Worker:
         stale, they are marked failed, and this worker resumes them.
         """
         heartbeat_s = self.study._open_kwargs.get("heartbeat_interval")
-        while True:
-            latest, plan, running = work_left(self.study)
-            for split, attempt in plan:
-                if self._failed_at_start(latest.get(split)):
+        while not self.job.stop.is_set():
+            left = work_left(self.study)
+            for split, attempt in left.plan:
+                if self._failed_at_start(left.latest.get(split)):
                     continue
                 if retry_transient(self.study._claims.try_claim, split, attempt, self.name):
-                    return split, attempt, latest.get(split)
-            if not running or heartbeat_s is None:
+                    return split, attempt, left.latest.get(split)
+            if not left.running or heartbeat_s is None:
                 return None
             # Short: the study is done, and optimize returns, within this of the last split.
             if self.job.stop.wait(min(_IDLE_POLL_S, float(heartbeat_s))):
                 return None
+        return None
 
     def _failed_at_start(self, claim: SplitClaim | None) -> bool:
         """True if ``claim``'s attempt failed before its first report during this call.
@@ -215,19 +195,37 @@ class Worker:
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
-                if split_trial.n_reports == 0 and not isinstance(err, KeyboardInterrupt):
-                    retry_transient(
-                        storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
-                    )
+                at_start = split_trial.n_reports == 0
+                if isinstance(err, TRANSIENT_ERRORS):
+                    pass  # the storage went away for too long: counted as a lost worker
+                elif isinstance(err, Exception):  # the user's code failed: uses up a retry
+                    retry_transient(self.study._claims.mark_errored, split, attempt)
+                    if at_start:
+                        retry_transient(
+                            storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
+                        )
+                else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
+                    retry_transient(self.study._claims.mark_interrupted, split, attempt)
+                self._tell(trial, state=TrialState.FAIL)
+                if not isinstance(err, Exception):
+                    raise
+                # Logged here, with the split it belongs to. The split is retried (by this
+                # or another worker) while max_retries allows, except after an error at the
+                # start, which recurs on every retry; optimize() raises one error naming
+                # every split left failed or given up at the end.
+                if at_start:
                     _logger.warning(
                         "Trial %d (split %d) failed before its first report: %s. Not retried "
                         "in this optimize call (an error at the start recurs on every retry); "
                         "fix it and run optimize again.", trial.number, split, reason,
+                        exc_info=err,
                     )  # fmt: skip
-                if isinstance(err, KeyboardInterrupt):  # the user's stop is not a crash
-                    retry_transient(self.study._claims.mark_interrupted, split, attempt)
-                self._tell(trial, state=TrialState.FAIL)
-                raise
+                else:
+                    _logger.error(
+                        "Split %d (trial %d, attempt %d) failed: %s", split, trial.number,
+                        attempt, reason, exc_info=err,
+                    )  # fmt: skip
+                return
         seconds = time.monotonic() - started
         if returned is not None:
             retry_transient(trial.set_user_attr, "objective_value", float(returned))
@@ -238,12 +236,15 @@ class Worker:
         elif returned is not None:
             value = float(returned)
         else:
-            retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", "no value")
-            self._tell(trial, state=TrialState.FAIL)
-            raise ValueError(
-                "The objective returned None and reported no model: return a value or call "
-                "trial.report(value, step, model=model) with an evaluate function."
+            reason = (
+                "ValueError: the objective returned None and reported no model: return a "
+                "value or call trial.report(value, step, model=model) with an evaluate function"
             )
+            retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+            retry_transient(self.study._claims.mark_errored, split, attempt)
+            self._tell(trial, state=TrialState.FAIL)
+            _logger.error("Split %d (trial %d) failed: %s", split, trial.number, reason)
+            return
         self._tell(trial, values=value)
         _logger.info(
             "Trial %d finished split %d in %.1f s: %s %.6g.", trial.number, split, seconds,
@@ -255,7 +256,11 @@ class Worker:
 
 
 def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
-    """Run one worker thread per device; re-raise the first worker error at the end."""
+    """Run one worker thread per device; re-raise the first worker error at the end.
+
+    Ctrl-C and SIGTERM (see :func:`_interrupts.stop_on_signals`) set ``job.stop``: every
+    split stops at its next report, and the workers' KeyboardInterrupt is re-raised here.
+    """
     torch.set_num_threads(_execution.cpu_threads_per_worker(len(devices)))
     errors: list[BaseException] = []
 
@@ -270,19 +275,12 @@ def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
     ]
     for thread in threads:
         thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.5)
-    except KeyboardInterrupt:
-        # Ctrl-C lands in this thread only: the workers stop at their next report,
-        # marking their trials failed so that the next run resumes them.
-        job.stop.set()
-        for thread in threads:
-            thread.join()
-        raise
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
     if errors:
-        raise errors[0]
+        internal = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
+        raise (internal or errors)[0]
 
 
 def run_processes(
@@ -290,10 +288,15 @@ def run_processes(
 ) -> None:
     """Run one worker process per device (see :func:`_execution.worker_context`).
 
+    A worker process that dies (a signal, the OOM killer, a segfault) while splits are
+    left is replaced on the same device; the new worker takes the dead one's split over at
+    once (its process is gone from this host) and resumes it from its last checkpoint,
+    within the study's ``max_preemptions``. On ``job.stop`` (Ctrl-C, SIGTERM) the workers
+    get SIGTERM and stop at once, marking their splits interrupted.
+
     Raises:
         SystemExit: With one line, for a script that would run again in every worker
             (no ``if __name__ == "__main__":`` guard).
-        RuntimeError: If worker processes failed.
     """
     _execution.check_main_guard()
     configure_default_handler()  # its level goes to the workers
@@ -307,40 +310,50 @@ def run_processes(
         "transfer": study.transfer,
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
+        "max_preemptions": study.config.max_preemptions,
         "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
         "since": job.since,
     }
-    procs = []
-    for i, device in enumerate(devices):
-        args = (payload, job.objective, job.evaluate, dataset, job.targets, device, threads,
+
+    def start(i: int) -> multiprocessing.process.BaseProcess:
+        args = (payload, job.objective, job.evaluate, dataset, job.targets, devices[i], threads,
                 timeout)  # fmt: skip
         proc = ctx.Process(target=_process_main, args=args, name=f"mto-worker-{i}")
         proc.start()
-        procs.append(proc)
-    try:
-        for proc in procs:
-            proc.join()
-    except BaseException:
-        # Ctrl-C reached the workers too: give them time to mark their trials FAIL
-        # (so the next run resumes them), then stop the stragglers with SIGTERM,
-        # which they handle the same way.
-        deadline = time.monotonic() + 15
-        for proc in procs:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in procs:
+        return proc
+
+    procs = {i: start(i) for i in range(len(devices))}
+    budget = study.n_splits * (study.config.max_preemptions + study.config.max_retries + 2)
+    signalled = guard_failed = False
+    while procs:
+        if job.stop.is_set() and not signalled:
+            signalled = True
+            for proc in procs.values():
+                if proc.is_alive():
+                    proc.terminate()  # SIGTERM: the worker marks its split interrupted
+        multiprocessing.connection.wait([p.sentinel for p in procs.values()], timeout=0.5)
+        for i, proc in list(procs.items()):
             if proc.is_alive():
-                proc.terminate()
+                continue
             proc.join()
-        raise
-    failed = [p for p in procs if p.exitcode != 0]
-    if failed and all(p.exitcode == GUARD_EXIT_CODE for p in failed):
+            del procs[i]
+            if proc.exitcode == GUARD_EXIT_CODE:
+                guard_failed = True
+                continue
+            if proc.exitcode == 0 or job.stop.is_set():
+                continue
+            _logger.warning(
+                "Worker process %s (pid %s, %s) died with exit code %s.",
+                proc.name, proc.pid, devices[i], proc.exitcode,
+            )  # fmt: skip
+            out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
+            left = work_left(study)  # takes the dead worker's split over at once
+            if (left.plan or left.running) and budget > 0 and not out_of_time:
+                budget -= 1
+                _logger.warning("Starting a new worker process on %s in its place.", devices[i])
+                procs[i] = start(i)
+    if guard_failed:
         raise SystemExit(guard_message())
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(procs)} worker processes failed (exit codes "
-            f"{[p.exitcode for p in failed]}); their splits are marked FAIL and will be "
-            "retried by the next optimize() call. See the log above for the cause."
-        )
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -357,8 +370,12 @@ def _process_main(
     n_threads: int,
     timeout: float | None,
 ) -> None:
+    from optuna_mto._errors import SplitsGivenUpError
     from optuna_mto._study import load_study
 
+    # The parent decides when to stop: a terminal's Ctrl-C reaches the whole process
+    # group, so the worker ignores it and stops on the parent's SIGTERM instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     # The parent created the tables and checked their version already.
     storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
@@ -366,16 +383,22 @@ def _process_main(
     # The parent's verbosity, for optuna-mto's lines and Optuna's.
     optuna.logging.set_verbosity(payload["log_level"])
     configure_default_handler(payload["log_level"])
-    study = load_study(
-        study_name=payload["study_name"],
-        storage=storage,
-        transfer=payload["transfer"],
-        artifact_store=payload["artifact_store"],
-        max_retries=payload["max_retries"],
-        **payload["open_kwargs"],
-    )
-    study._since = payload["since"]  # failures at the start count from the parent's call
-    study.optimize(
-        objective, dataset=dataset, targets=targets, evaluate=evaluate,
-        n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
-    )  # fmt: skip
+    try:
+        study = load_study(
+            study_name=payload["study_name"],
+            storage=storage,
+            transfer=payload["transfer"],
+            artifact_store=payload["artifact_store"],
+            max_retries=payload["max_retries"],
+            max_preemptions=payload["max_preemptions"],
+            **payload["open_kwargs"],
+        )
+        study._since = payload["since"]  # failures at the start count from the parent's call
+        study.optimize(
+            objective, dataset=dataset, targets=targets, evaluate=evaluate,
+            n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        sys.exit(130)  # the split is marked interrupted; the parent reports it
+    except SplitsGivenUpError:
+        return  # the parent reports given-up splits, once, for the whole study

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optuna_mto._errors import MTOError
+
 __all__ = ["STORAGE_ENV", "load_attr", "main"]
 
 #: The storage URL when ``--storage`` is not given, as in Optuna's own command line.
@@ -82,12 +84,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     summary = study.summary()
     print(f"worker done; {len(summary.ranking)}/{summary.n_splits} splits of "
           f"{study.study_name!r} complete")  # fmt: skip
+    if not summary.complete and args.timeout is None:
+        print(f"INCOMPLETE: {summary.incomplete_reason}")
+        return 1
     return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    print(_open(args).summary())
-    return 0
+    summary = _open(args).summary()
+    print(summary)
+    return 0 if summary.complete else 1  # an incomplete study is never reported as done
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -224,10 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, MTOError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-mto {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # optimize logged "interrupted: N split(s) will resume"
 
 
 if __name__ == "__main__":

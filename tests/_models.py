@@ -51,3 +51,25 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 #: For `optuna-mto worker --objective _models:worker_trainer` (needs PYTHONPATH=tests).
 worker_trainer = SlowTrainer(tiny_mlp, _digits(), epochs=6, optimizer_fn=adam_fast, epoch_s=0.2)
+
+
+class FailOnSplit:
+    """A trainer whose split ``split`` raises ``RuntimeError`` after its first report.
+
+    (An error before the first report is not retried in the same ``optimize`` call.)
+    """
+
+    def __init__(self, trainer: optuna_mto.SupervisedTrainer, split: int = 1) -> None:
+        self.trainer, self.split = trainer, split
+        self.dataset, self.evaluate = trainer.dataset, trainer.evaluate
+
+    def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        if trial.split == self.split:
+            report = trial.report
+
+            def report_then_fail(value, step, **kwargs):
+                report(value, step, **kwargs)
+                raise RuntimeError(f"split {self.split} is broken")
+
+            trial.report = report_then_fail
+        self.trainer(trial)

@@ -23,7 +23,7 @@ if os.environ.get(_RACE_CHILD_ENV):
     _package.__path__ = list(_spec.submodule_search_locations)
     sys.modules.setdefault("optuna_mto", _package)
 
-from optuna_mto._claims import ClaimTable, SplitClaim, plan_next_claim  # noqa: E402
+from optuna_mto._claims import Budgets, ClaimTable, SplitClaim, plan_next_claim  # noqa: E402
 
 POSTGRES_ENV = "OPTUNA_MTO_TEST_POSTGRES_URL"
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0)
@@ -33,12 +33,17 @@ N_PROCESSES = 8
 N_RACE_SPLITS = 4
 
 
-def _claim(split: int, attempt: int, trial_id: int | None, age=datetime.timedelta(0)):
-    return SplitClaim(split, attempt, trial_id, NOW - age)
+def _claim(split: int, attempt: int, trial_id: int | None, age=datetime.timedelta(0), errors=None):
+    """A claim whose attempts so far all raised in the user's code (unless ``errors``)."""
+    errors = attempt + 1 if errors is None else errors
+    return SplitClaim(split, attempt, trial_id, NOW - age, errored=errors > 0, errors=errors)
 
 
-def _plan(n_splits, latest, states, max_retries=2, orphan_after=MINUTE, now=NOW):
-    return plan_next_claim(n_splits, latest, states, max_retries, orphan_after, now=now)
+def _plan(
+    n_splits, latest, states, max_retries=2, orphan_after=MINUTE, now=NOW, max_preemptions=20
+):
+    budgets = Budgets(max_retries, max_preemptions)
+    return plan_next_claim(n_splits, latest, states, budgets, orphan_after, now=now)
 
 
 def _utcnow() -> datetime.datetime:
@@ -85,9 +90,18 @@ def test_plan_retries_are_in_split_order() -> None:
     assert _plan(4, latest, states) == [(2, 0), (0, 1), (1, 2), (3, 1)]
 
 
-def test_plan_without_retries_never_retries() -> None:
-    latest = {0: _claim(0, 0, 1), 1: _claim(1, 0, None, age=HOUR)}
-    assert _plan(2, latest, {1: TrialState.FAIL}, max_retries=0) == []
+def test_plan_without_retries_never_retries_an_error_but_resumes_a_lost_worker() -> None:
+    latest = {0: _claim(0, 0, 1), 1: _claim(1, 0, None, age=HOUR, errors=0)}
+    assert _plan(2, latest, {1: TrialState.FAIL}, max_retries=0) == [(1, 1)]
+    assert _plan(2, latest, {1: TrialState.FAIL}, max_retries=0, max_preemptions=0) == []
+
+
+def test_plan_known_dead_owner_is_taken_over_at_once() -> None:
+    latest = {0: _claim(0, 0, None, errors=0)}  # claimed just now, no trial yet
+    assert _plan(1, latest, {}) == []
+    budgets = Budgets(2, 20)
+    plan = plan_next_claim(1, latest, {}, budgets, HOUR, now=NOW, gone=frozenset({0}))
+    assert plan == [(0, 1)]
 
 
 def test_plan_everything_done_is_empty() -> None:
@@ -114,9 +128,10 @@ def test_plan_young_orphan_claim_is_still_held() -> None:
 
 
 def test_plan_orphan_on_last_attempt_is_exhausted() -> None:
-    latest = {0: _claim(0, 2, None, age=HOUR)}
-    assert _plan(1, latest, {}, max_retries=2, orphan_after=MINUTE) == []
-    assert _plan(1, latest, {}, max_retries=3, orphan_after=MINUTE) == [(0, 3)]
+    latest = {0: _claim(0, 2, None, age=HOUR, errors=0)}  # three lost workers
+    assert _plan(1, latest, {}, max_preemptions=2, orphan_after=MINUTE) == []
+    assert _plan(1, latest, {}, max_preemptions=3, orphan_after=MINUTE) == [(0, 3)]
+    assert _plan(1, latest, {}, max_retries=0, max_preemptions=3, orphan_after=MINUTE) == [(0, 3)]
 
 
 def test_plan_orphan_age_is_measured_from_given_now() -> None:
@@ -128,8 +143,8 @@ def test_plan_orphan_age_is_measured_from_given_now() -> None:
 def test_plan_default_now_is_current_utc() -> None:
     fresh = {0: SplitClaim(0, 0, None, _utcnow())}
     stale = {0: SplitClaim(0, 0, None, _utcnow() - 3 * HOUR)}
-    assert plan_next_claim(1, fresh, {}, 2, HOUR) == []
-    assert plan_next_claim(1, stale, {}, 2, HOUR) == [(0, 1)]
+    assert plan_next_claim(1, fresh, {}, Budgets(2, 20), HOUR) == []
+    assert plan_next_claim(1, stale, {}, Budgets(2, 20), HOUR) == [(0, 1)]
 
 
 # ----------------------------------------------------------------- ClaimTable on SQLite
@@ -234,7 +249,7 @@ def _race_for_splits(url, kind, study_id, n_splits, barrier, results) -> None:
         worker = f"pid-{os.getpid()}"
         barrier.wait(timeout=120)
         while True:
-            plan = plan_next_claim(n_splits, table.latest(), {}, 0, HOUR)
+            plan = plan_next_claim(n_splits, table.latest(), {}, Budgets(0, 0), HOUR)
             if not plan:
                 break
             for split, attempt in plan:
@@ -317,14 +332,27 @@ def test_processes_racing_win_each_split_exactly_once(kind: str, tmp_path, monke
 
 def test_plan_interrupted_attempts_do_not_use_up_retries() -> None:
     failed = {20: TrialState.FAIL}
-    # Third attempt (attempt=2) failed; with max_retries=1 that is exhausted if all crashed...
-    crashed = SplitClaim(0, 2, 20, NOW)
+    # Third attempt (attempt=2) failed; with max_retries=1 that is exhausted if all raised...
+    crashed = SplitClaim(0, 2, 20, NOW, errored=True, errors=3)
     assert _plan(1, {0: crashed}, failed, max_retries=1) == []
-    # ...but not when the user interrupted two of the three: one crash so far.
-    interrupted = SplitClaim(0, 2, 20, NOW, interrupted=True, interruptions=2)
-    assert interrupted.crashes == 1
+    # ...but not when the user interrupted two of the three: one error so far.
+    interrupted = SplitClaim(0, 2, 20, NOW, errored=True, interruptions=2, errors=1)
+    assert interrupted.preemptions(latest_failed=True) == 0
     assert _plan(1, {0: interrupted}, failed, max_retries=1) == [(0, 3)]
     assert _plan(1, {0: interrupted}, failed, max_retries=0) == []
+    # Interruptions use up no preemption either.
+    only_interrupted = SplitClaim(0, 2, 20, NOW, interrupted=True, interruptions=3)
+    assert _plan(1, {0: only_interrupted}, failed, max_retries=0, max_preemptions=0) == [(0, 3)]
+
+
+def test_plan_lost_workers_use_the_preemption_budget_not_retries() -> None:
+    failed = {20: TrialState.FAIL}
+    killed = SplitClaim(0, 4, 20, NOW)  # five attempts, each lost with its worker
+    assert killed.preemptions(latest_failed=True) == 5
+    assert _plan(1, {0: killed}, failed, max_retries=0, max_preemptions=5) == [(0, 5)]
+    assert _plan(1, {0: killed}, failed, max_retries=9, max_preemptions=4) == []
+    running = SplitClaim(0, 4, 20, NOW)  # the fifth attempt still runs: four lost so far
+    assert running.preemptions(latest_failed=False) == 4
 
 
 def test_claim_table_records_interruptions(tmp_path) -> None:
@@ -334,9 +362,13 @@ def test_claim_table_records_interruptions(tmp_path) -> None:
         assert table.try_claim(0, attempt, "w")
     table.mark_interrupted(0, 0)
     table.mark_interrupted(0, 2)
+    table.mark_errored(0, 1)
     latest = table.latest()[0]
     assert (latest.attempt, latest.interrupted, latest.interruptions) == (2, True, 2)
-    assert latest.crashes == 1
+    assert (latest.errored, latest.errors) == (False, 1)
+    assert latest.preemptions(latest_failed=True) == 0
+    assert table.try_claim(0, 3, "host:123:456")
+    assert (table.latest()[0].host, table.latest()[0].pid) == ("host", 123)
 
 
 def test_claim_table_upgrades_a_table_without_the_interrupted_column(tmp_path) -> None:
@@ -353,3 +385,24 @@ def test_claim_table_upgrades_a_table_without_the_interrupted_column(tmp_path) -
     table = ClaimTable(engine, 1)
     assert table.latest()[0].interrupted is False
     assert table.try_claim(0, 1, "w")
+
+
+def test_a_broken_claims_table_raises_instead_of_looking_like_a_lost_race(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'broken.db'}")
+    ClaimTable(engine, 1)
+    with engine.begin() as conn:  # a column this version does not fill, without default
+        conn.exec_driver_sql("ALTER TABLE mto_split_claims ADD COLUMN extra INTEGER NOT NULL")
+    with pytest.raises(sa.exc.IntegrityError):
+        ClaimTable(engine, 1).try_claim(0, 0, "w")
+
+
+def test_claims_inserted_without_the_later_columns_get_their_defaults(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old-worker.db'}")
+    table = ClaimTable(engine, 1)
+    with engine.begin() as conn:  # what a worker of an older optuna-mto inserts
+        conn.exec_driver_sql(
+            "INSERT INTO mto_split_claims (study_id, split, attempt, trial_id, worker, "
+            "claimed_at) VALUES (1, 0, 0, NULL, 'old', '2024-05-01 12:00:00')"
+        )
+    claim = table.latest()[0]
+    assert (claim.interrupted, claim.errored, claim.errors) == (False, False, 0)

@@ -219,8 +219,10 @@ def test_a_split_that_crashed_on_the_gpu_resumes_there_with_its_cuda_rng_state(
     study = _study(tmp_path, study_name)
     objective = CrashOnceObjective(x, y)
     run = dict(dataset=(x, y), evaluate=objective.evaluate, devices=["cuda:0"])
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        study.optimize(objective, **run)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    no_retry = optuna_mto.load_study(study_name=study_name, storage=url, max_retries=0)
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match="simulated crash"):
+        no_retry.optimize(objective, **run)
     # The checkpoint (tensors loaded straight onto cuda:0, RNG states included) resumes.
     study.optimize(objective, **run)
 

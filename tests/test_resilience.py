@@ -127,16 +127,17 @@ class _CrashOnce:
 
 def test_corrupted_latest_checkpoint_resume_falls_back_to_previous(study_name, digits, tmp_path):
     x, y = digits
-    study = optuna_mto.create_study(study_name=study_name, n_splits=2)
+    # No retry in this call (a retry would resume at once): the crash ends the call.
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=0)
     objective = _CrashOnce(digits_trainer(x, y, epochs=8))
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match="simulated crash"):
         study.optimize(objective)
     record = study.records()[0]
     assert record.step == 4
     latest = tmp_path / "home" / "artifacts" / study_name / record.checkpoint.artifact_id
     latest.write_bytes(latest.read_bytes()[:100])  # truncated, as by a dying disk write
 
-    study.optimize(objective)
+    optuna_mto.load_study(study_name=study_name, max_retries=1).optimize(objective)
     trial = next(
         t
         for t in study.study.get_trials()
@@ -194,7 +195,10 @@ def test_mismatched_model_error_names_the_first_tensor(study_name, digits):
         for step in range(2):
             trial.report(0.9 - 0.8 * trial.split, step, model=model)
 
-    with pytest.raises(ValueError, match=r"Tensor '0.weight' has shape \(16, 64\) in the donor"):
+    with pytest.raises(
+        optuna_mto.SplitsGivenUpError,
+        match=r"ValueError: Tensor '0.weight' has shape \(16, 64\) in the donor",
+    ):
         study.optimize(objective, dataset=(x, y), evaluate=lambda m, i: 0.9)
 
 
@@ -226,7 +230,8 @@ def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_
     assert not [p for p in artifacts.iterdir() if p.name.endswith(".tmp")]
     claims = optuna_mto.load_study(study_name=study_name, storage=url)._claims.latest()
     interrupted = [c for c in claims.values() if c.interrupted]
-    assert interrupted and all(c.crashes == 0 for c in interrupted)  # no retry used up
+    assert interrupted and all(c.errors == 0 for c in interrupted)  # no retry used up
+    assert all(c.preemptions(latest_failed=True) == 0 for c in interrupted)
 
     second = _run(url, study_name)
     out, _ = second.communicate(timeout=300)
@@ -253,12 +258,13 @@ def test_a_split_given_up_after_max_retries_is_reported_and_can_be_rerun(
     x, y = digits
     study = optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=1)
     broken = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1))
-    for _ in range(2):  # the first try and its one retry
-        with pytest.raises(RuntimeError, match="split 1 is broken"):
+    for _ in range(2):  # the first try, then its one retry (an error at the start: per call)
+        with pytest.raises(optuna_mto.SplitsGivenUpError, match="split 1 is broken"):
             study.optimize(broken)
-    with caplog.at_level("WARNING"):
-        study.optimize(broken)  # nothing left to run: split 1 is given up
-    assert "split(s) [1] failed 2 time(s) and are given up (max_retries=1)" in caplog.text
+    with pytest.raises(optuna_mto.SplitsGivenUpError) as info:
+        study.optimize(broken)  # nothing left to run: split 1 is given up, and it says so
+    assert "1 of 2 split(s) given up" in str(info.value)
+    assert "[2 errors > max_retries=1]" in str(info.value)
     assert not study.summary().complete
     # A different retry budget is not a config conflict; with it the split runs again.
     optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=3, load_if_exists=True)
@@ -275,8 +281,10 @@ def test_an_error_before_the_first_report_is_not_retried_in_the_same_call(
     x, y = digits
     study = optuna_mto.create_study(study_name=study_name, n_splits=3, max_retries=2)
     broken = _AlwaysCrashOnSplit1(digits_trainer(x, y, epochs=1))
-    with caplog.at_level("WARNING"), pytest.raises(RuntimeError, match="split 1 is broken"):
+    with caplog.at_level("WARNING"), pytest.raises(optuna_mto.SplitsGivenUpError) as info:
         study.optimize(broken, n_jobs=2, executor="thread")
+    assert "0 of 3 split(s) given up, 1 left failed" in str(info.value)
+    assert "split 1 (trial" in str(info.value) and "not retried in this call" in str(info.value)
     split_1 = [t for t in study.study.get_trials() if t.params["split"] == 1]
     assert [t.state for t in split_1] == [TrialState.FAIL]  # not retried by the other worker
     assert split_1[0].system_attrs["mto:failed_at_start"] is True

@@ -136,6 +136,7 @@ def test_to_table(summary) -> None:
     assert lines[0] == (
         f"Cross-split validation ({summary.direction}) of study 'summary-{summary.direction}'"
     )
+    assert lines.pop(1) == "INCOMPLETE: split 2 unfinished"  # never reported as done
     assert lines[1].split() == [
         "rank",
         "split",
@@ -200,7 +201,9 @@ def test_empty_study(tmp_path) -> None:
     assert summary.best_split is None
     assert summary.complete is False
     assert summary.trial_numbers == [-1, -1]
-    rows = [line.split() for line in summary.to_table().splitlines()[2:-2]]
+    lines = summary.to_table().splitlines()
+    assert lines[1] == "INCOMPLETE: split 0 unfinished, split 1 unfinished"
+    rows = [line.split() for line in lines[3:-2]]
     assert rows == [["-", str(s), "-", "-", "-", "-", "-", "0/0", "-"] for s in range(2)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import io
 import os
 import shutil
@@ -19,12 +20,16 @@ from typing import TYPE_CHECKING
 import sqlalchemy
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from optuna_mto._errors import CheckpointError
+
 if TYPE_CHECKING:
     from typing import BinaryIO
 
 __all__ = ["AtomicFileSystemArtifactStore", "DatabaseArtifactStore"]
 
 _COPY_BUFSIZE = 1024 * 1024
+#: errno values that mean "no room to write": disk full, quota, file size limit.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class AtomicFileSystemArtifactStore:
@@ -113,9 +118,15 @@ class AtomicFileSystemArtifactStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_name, filepath)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp_name)
+            if isinstance(err, OSError) and err.errno in _DISK_FULL:
+                raise CheckpointError(
+                    f"Could not write artifact {artifact_id!r} to {str(self._base_path)!r}: "
+                    f"{err.strerror}. Nothing partial was kept. Free space there, or move "
+                    "the checkpoints (OPTUNA_MTO_HOME, or create_study(artifact_store=...))."
+                ) from err
             raise
         self._fsync_dir()
 

@@ -173,8 +173,10 @@ def test_a_retried_lightning_split_resumes_after_its_last_report(tmp_path, study
     x, y = digits
     study = _study(tmp_path, study_name)
     objective = DigitsObjective(x, y, fail_split=1)
-    with pytest.raises(RuntimeError, match="simulated crash at epoch 2"):
-        study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    no_retry = optuna_mto.load_study(study_name=study_name, storage=url, max_retries=0)
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match="simulated crash at epoch 2"):
+        no_retry.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
     assert objective.modules[1, 0].epochs_started == [0, 1, 2]
 
     study.optimize(objective, dataset=(x, y), evaluate=objective.evaluate)
@@ -211,7 +213,7 @@ def test_callback_checks_its_arguments(tmp_path, study_name, digits):
         rows = trial.train_indices
         trainer.fit(module, _loader(x, y, rows, True), _loader(x, y, trial.valid_indices, False))
 
-    with pytest.raises(KeyError, match="monitors 'val_loss'.*val_acc"):
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match="monitors 'val_loss'.*val_acc"):
         study.optimize(objective, dataset=(x, y), evaluate=DigitsObjective(x, y).evaluate)
 
 
