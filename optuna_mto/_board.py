@@ -37,6 +37,7 @@ class SplitRecord:
         tried: Transfers this run has scored so far.
         accepted: Transfers this run has kept so far.
         total_steps: Steps the split expects to report (for progress), if known.
+        pruned: True once the split was pruned (``finished`` too); never a donor then.
     """
 
     split: int
@@ -56,6 +57,7 @@ class SplitRecord:
     tried: int = 0
     accepted: int = 0
     total_steps: int | None = None
+    pruned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

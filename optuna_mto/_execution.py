@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import pickle
@@ -14,6 +13,7 @@ from typing import Any
 import optuna
 import torch
 
+from optuna_mto._logging import get_logger
 from optuna_mto._validation import check_int
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "worker_context",
 ]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 _EXECUTORS = ("auto", "thread", "process")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 from typing import TYPE_CHECKING
 
+from optuna_mto._logging import get_logger
 from optuna_mto._progress import ProgressView
 from optuna_mto._retry import retry_transient
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StudyMonitor"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 class StudyMonitor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import tempfile
 import time
@@ -25,8 +24,11 @@ from optuna_mto._claims import ClaimTable
 from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
+from optuna_mto._logging import get_logger
 from optuna_mto._monitor import StudyMonitor
+from optuna_mto._optuna_parts import OPTUNA_PARTS_KEY, describe, rebuild
 from optuna_mto._plan import SplitPlan
+from optuna_mto._retry import retry_transient
 from optuna_mto._splits import dataset_fingerprint, make_splitter
 from optuna_mto._state import unwrap_model
 from optuna_mto._storage import (
@@ -49,7 +51,7 @@ from optuna_mto.transfer import BaseTransferManager, GreedyTransfer, from_params
 
 __all__ = ["MTOStudy", "create_study", "load_study"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 DATASET_KEY = "mto:dataset"
 _DEFAULT_HEARTBEAT_S = 30
 
@@ -212,6 +214,7 @@ class MTOStudy:
         timeout: float | None = None,
         show_progress: bool = False,
         dashboard: bool = True,
+        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     ) -> None:
         """Run every split that is not complete yet, then return.
 
@@ -238,6 +241,14 @@ class MTOStudy:
                 on a terminal, or a log line per split now and then otherwise.
             dashboard: Keep optuna-dashboard's custom figures and study note up to
                 date while the study runs (if optuna-dashboard is installed).
+            callbacks: As in :meth:`optuna.Study.optimize`: each is called as
+                ``callback(study, frozen_trial)`` (the :class:`optuna.Study` and the
+                split's finished trial: COMPLETE, PRUNED or FAIL) in the worker that ran
+                the split, right after it ends. A callback that also has a method
+                ``on_report(trial, result)`` is called at every report of every split
+                (with the :class:`SplitTrial` and its :class:`ReportResult`), e.g. to
+                stream curves to a tracker (``optuna_mto.integration.MLflowCallback``,
+                ``TensorBoardCallback``). Process workers get a pickled copy of each.
         """
         dataset = getattr(objective, "dataset", None) if dataset is None else dataset
         targets = getattr(objective, "targets", None) if targets is None else targets
@@ -260,10 +271,19 @@ class MTOStudy:
             _logger.info("Study %r has no split left to run.", self.study_name)
             self._warn_given_up()
             return
-        mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
+        callbacks = list(callbacks or [])
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(
+                    f"Each callback must be callable as callback(study, frozen_trial), but got "
+                    f"{callback!r}."
+                )
+        mode = _execution.resolve_executor(
+            executor, n_jobs, objective, evaluate, dataset, *callbacks
+        )
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = Job(objective, evaluate, n_samples, targets, deadline)
+        job = Job(objective, evaluate, n_samples, targets, deadline, callbacks=callbacks)
         with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
             if mode == "inline":
                 Worker(self, job, devices[0]).run()
@@ -286,6 +306,7 @@ class MTOStudy:
             and split in latest
             and split not in claimable
             and summary.trial_numbers[split] < 0
+            and not (summary.pruned and summary.pruned[split])
         ]
         if given_up:
             _logger.warning(
@@ -337,10 +358,14 @@ class MTOStudy:
         unwrap_model(model).load_state_dict(self.best_state_dict(split, map_location=device))
         return model
 
-    def export_best_model(self, path: str | os.PathLike[str], split: int | None = None) -> Path:
+    def export_best_model(
+        self, path: str | os.PathLike[str], split: int | None = None, *, register: bool = True
+    ) -> Path:
         """Write the best-ranked model's ``state_dict`` to ``path`` (atomically).
 
         Load it back with ``model.load_state_dict(torch.load(path, weights_only=True))``.
+        With ``register`` the file is also uploaded as an Optuna artifact of the split's
+        trial (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,6 +380,14 @@ class MTOStudy:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if register:
+            chosen, _ = self._best_ref(split)
+            trial = latest_split_trials(self.study.get_trials(deepcopy=False))[chosen]
+            retry_transient(
+                optuna.artifacts.upload_artifact,
+                artifact_store=self._checkpoints.artifact_store, file_path=str(path),
+                study_or_trial=trial, storage=self.study._storage,
+            )  # fmt: skip
         return path
 
     def records(self) -> dict[int, Any]:
@@ -378,6 +411,8 @@ def create_study(
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
     load_if_exists: bool = False,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> MTOStudy:
     """Create a study that trains one model on each of K splits of a dataset.
 
@@ -406,6 +441,16 @@ def create_study(
             (None disables them, and with them the detection of killed workers).
         grace_period: Seconds without heartbeat before a split counts as dead.
         load_if_exists: Open the study if it exists (its config must match).
+        sampler: As in :func:`optuna.create_study`: draws each split's hyperparameters
+            (``trial.suggest_*``), i.e. the initial population; default
+            :class:`~optuna.samplers.TPESampler`. A retried or resumed split keeps the
+            values it was given. Worker processes started by ``optimize`` get a copy
+            (reseeded in each process, as Optuna does for parallel workers); workers on
+            other machines pass their own (see :func:`load_study`).
+        pruner: As in :func:`optuna.create_study`: decides ``trial.should_prune()``;
+            default :class:`~optuna.pruners.MedianPruner`. A split that raises
+            :class:`optuna.TrialPruned` ends PRUNED: never retried, excluded from the
+            ranking, never a donor afterwards.
 
     Returns:
         The study.
@@ -434,11 +479,16 @@ def create_study(
         selection_fraction=selection_fraction,
     )
     study = optuna.create_study(
-        study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists
-    )
+        study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists,
+        sampler=rebuild("sampler", sampler, None, study_name),
+        pruner=rebuild("pruner", pruner, None, study_name),
+    )  # fmt: skip
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
         study._storage.set_study_system_attr(study._study_id, CONFIG_KEY, config.to_dict())
+        study._storage.set_study_system_attr(
+            study._study_id, OPTUNA_PARTS_KEY, describe(sampler, pruner)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["cross_split_mean"])
@@ -462,6 +512,8 @@ def load_study(
     max_retries: int | None = None,
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> MTOStudy:
     """Open an existing optuna-mto study, with the configuration it was created with.
 
@@ -475,6 +527,11 @@ def load_study(
             (e.g. to rerun splits that were given up after fixing their cause).
         heartbeat_interval: As in :func:`create_study`.
         grace_period: As in :func:`create_study`.
+        sampler: The sampler this process's splits draw hyperparameters with (as in
+            :func:`optuna.load_study`). Default: the class the study was created with,
+            rebuilt with default arguments (a warning says so unless it is Optuna's
+            default): pass the same object to keep a seed or other arguments.
+        pruner: Likewise, the pruner.
 
     Raises:
         KeyError: If no such study exists (the message lists the studies there are).
@@ -483,12 +540,18 @@ def load_study(
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     opened = open_storage(storage or default_storage_url(), **open_kwargs)
     try:
-        study = optuna.load_study(study_name=study_name, storage=opened)
+        study_id = opened.get_study_id_from_name(study_name)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise KeyError(
             f"No study named {study_name!r} in this storage; studies there: {names}."
         ) from None
+    parts = opened.get_study_system_attrs(study_id).get(OPTUNA_PARTS_KEY)
+    study = optuna.load_study(
+        study_name=study_name, storage=opened,
+        sampler=rebuild("sampler", sampler, parts, study_name),
+        pruner=rebuild("pruner", pruner, parts, study_name),
+    )  # fmt: skip
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
         raise ValueError(

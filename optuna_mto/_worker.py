@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import os
 import signal
 import socket
@@ -22,6 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, plan_next_claim
+from optuna_mto._hparams import retried_params
+from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
 from optuna_mto._retry import retry_transient
 from optuna_mto._storage import storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Job", "Worker", "run_processes", "run_threads", "work_left"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 @dataclasses.dataclass
@@ -45,6 +46,8 @@ class Job:
         targets: Class labels, or None.
         deadline: ``time.monotonic()`` after which no new split is claimed.
         stop: Set to make every split stop at its next report (Ctrl-C).
+        callbacks: ``callback(study, frozen_trial)`` after each split ends; those with
+            an ``on_report(trial, result)`` method are also called at every report.
     """
 
     objective: Callable[[SplitTrial], Any]
@@ -53,6 +56,7 @@ class Job:
     targets: np.ndarray | None
     deadline: float | None = None
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
 
 
 def work_left(study: MTOStudy) -> tuple[dict[int, SplitClaim], list[tuple[int, int]], int]:
@@ -145,9 +149,15 @@ class Worker:
         study = self.study.study
         system_attrs: dict[str, Any] = {"mto:split": split, "mto:attempt": attempt}
         resume = None
+        params: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        kept_attrs: dict[str, Any] = {}
         if previous is not None:
             if previous.trial_id is not None:
                 system_attrs["mto:retried_from"] = previous.trial_id
+                # The split keeps the hyperparameters it was given: never sampled again.
+                failed = retry_transient(study._storage.get_trial, previous.trial_id)
+                params, dists, kept_attrs = retried_params(failed)
             # The split's last record is from an earlier, failed attempt: resume from it.
             record = retry_transient(self.study._board.read).get(split)
             if record is not None and not record.finished:
@@ -158,13 +168,14 @@ class Worker:
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
-            params={"split": split},
-            distributions={"split": IntDistribution(0, max(self.study.n_splits - 1, 1))},
+            params={"split": split, **params},
+            distributions={"split": IntDistribution(0, max(self.study.n_splits - 1, 1)), **dists},
             user_attrs={
                 "split": split,
                 "attempt": attempt,
                 "device": self.device,
                 "worker": self.name,
+                **kept_attrs,
             },  # fmt: skip
             system_attrs=system_attrs,
             intermediate_values={},
@@ -177,7 +188,10 @@ class Worker:
         )
         retry_transient(self.study._claims.attach_trial, split, attempt, trial_id)
         trial = optuna.Trial(study, trial_id)
-        split_trial = SplitTrial(shared, trial, split, attempt, self.device, resume_from=resume)
+        split_trial = SplitTrial(
+            shared, trial, split, attempt, self.device, resume_from=resume,
+            report_hooks=self.job.callbacks,
+        )  # fmt: skip
         _logger.info(
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
@@ -185,12 +199,21 @@ class Worker:
             try:
                 returned = self.job.objective(split_trial)
                 scores = split_trial.finish()
+            except optuna.TrialPruned as err:
+                # Optuna's meaning: stopped on purpose, not a failure. Never retried.
+                split_trial.finish_pruned()
+                self._tell(trial, state=TrialState.PRUNED)
+                _logger.info("Trial %d (split %d) pruned: %s", trial.number, split, err)
+                self._callbacks(trial_id)
+                return
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
                 if isinstance(err, KeyboardInterrupt):  # the user's stop is not a crash
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
+                if not isinstance(err, KeyboardInterrupt):
+                    self._callbacks(trial_id)
                 raise
         if returned is not None:
             retry_transient(trial.set_user_attr, "objective_value", float(returned))
@@ -203,11 +226,21 @@ class Worker:
         else:
             retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", "no value")
             self._tell(trial, state=TrialState.FAIL)
+            self._callbacks(trial_id)
             raise ValueError(
                 "The objective returned None and reported no model: return a value or call "
                 "trial.report(value, step, model=model) with an evaluate function."
             )
         self._tell(trial, values=value)
+        self._callbacks(trial_id)
+
+    def _callbacks(self, trial_id: int) -> None:
+        """Call ``callback(study, frozen_trial)`` for a split that ended, as Optuna does."""
+        if not self.job.callbacks:
+            return
+        frozen = retry_transient(self.study.study._storage.get_trial, trial_id)
+        for callback in self.job.callbacks:
+            callback(self.study.study, frozen)
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
@@ -258,11 +291,30 @@ def run_processes(
         "transfer": study.transfer,
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
+        "sampler": study.study.sampler,
+        "pruner": study.study.pruner,
+        "callbacks": job.callbacks,
+        "verbosity": optuna.logging.get_verbosity(),
     }
+    log_queue = ctx.Queue()
+    with QueueForwarder(log_queue):
+        _run_processes(ctx, payload, job, dataset, devices, threads, timeout, log_queue)
+
+
+def _run_processes(
+    ctx: Any,
+    payload: dict[str, Any],
+    job: Job,
+    dataset: Any,
+    devices: list[str],
+    threads: int,
+    timeout: float | None,
+    log_queue: Any,
+) -> None:
     procs = []
     for i, device in enumerate(devices):
         args = (payload, job.objective, job.evaluate, dataset, job.targets, device, threads,
-                timeout)  # fmt: skip
+                timeout, log_queue)  # fmt: skip
         proc = ctx.Process(target=_process_main, args=args, name=f"mto-worker-{i}")
         proc.start()
         procs.append(proc)
@@ -303,23 +355,29 @@ def _process_main(
     device: str,
     n_threads: int,
     timeout: float | None,
+    log_queue: Any = None,
 ) -> None:
     from optuna_mto._study import load_study
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     torch.set_num_threads(n_threads)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
-    )
+    if log_queue is not None:
+        forward_to_queue(log_queue, payload["verbosity"])
     study = load_study(
         study_name=payload["study_name"],
         storage=payload["storage"],
         transfer=payload["transfer"],
         artifact_store=payload["artifact_store"],
         max_retries=payload["max_retries"],
+        sampler=payload["sampler"],
+        pruner=payload["pruner"],
         **payload["open_kwargs"],
     )
+    # Each process has its own copy of the sampler: reseed it so that the processes do
+    # not all draw the same values (Optuna does the same for parallel workers).
+    study.study.sampler.reseed_rng()
     study.optimize(
         objective, dataset=dataset, targets=targets, evaluate=evaluate,
         n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
+        callbacks=payload["callbacks"],
     )  # fmt: skip

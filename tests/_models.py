@@ -51,3 +51,22 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 #: For `optuna-mto worker --objective _models:worker_trainer` (needs PYTHONPATH=tests).
 worker_trainer = SlowTrainer(tiny_mlp, _digits(), epochs=6, optimizer_fn=adam_fast, epoch_s=0.2)
+
+
+def adam_suggested(params, trial) -> torch.optim.Optimizer:
+    """Adam whose learning rate the study's sampler draws per split."""
+    return torch.optim.Adam(params, lr=trial.suggest_float("lr", 3e-3, 3e-2, log=True))
+
+
+#: The split whose model is hopeless in :func:`mlp_hopeless_split1`.
+HOPELESS_SPLIT = 1
+
+
+def mlp_hopeless_split1(trial) -> nn.Module:
+    """tiny_mlp; split 1's first layer is frozen at zero, so it never sees its input."""
+    model = tiny_mlp()
+    if trial.split == HOPELESS_SPLIT:
+        with torch.no_grad():
+            model[0].weight.zero_()
+        model[0].weight.requires_grad_(False)
+    return model
