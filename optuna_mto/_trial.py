@@ -20,7 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from optuna_mto._artifacts import register_checkpoint
+from optuna_mto._artifacts import promote_checkpoint
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._errors import CheckpointError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, ReportResult, TransferEvent
@@ -712,6 +712,11 @@ class SplitTrial:
             self._best = (best_fitness, best_step, best_ref)
         plan = self._shared.plan
         storage, trial_id = self._trial.storage, self._trial._trial_id
+        # The kept best checkpoint becomes an Optuna artifact (optuna-dashboard lists it).
+        filename = f"{self._shared.study_name}-split{self._split}-best-step{best_step}.pt"
+        old_best, best_ref = best_ref, promote_checkpoint(store, storage, trial_id, best_ref,
+                                                          filename)  # fmt: skip
+        self._best = (best_fitness, best_step, best_ref)
         attrs: dict[str, Any] = {
             "mto:best": {
                 "fitness": best_fitness,
@@ -734,10 +739,8 @@ class SplitTrial:
                 retry_transient(self._trial.set_user_attr, "selection_score", selection)
         for key, value in attrs.items():
             retry_transient(storage.set_trial_system_attr, trial_id, key, value)
-        filename = f"{self._shared.study_name}-split{self._split}-best-step{best_step}.pt"
-        register_checkpoint(storage, trial_id, best_ref, filename)
         self._publish(best_step, best_fitness, finished=True)
-        for ref in (self._latest, self._previous):  # only the best is needed from now on
+        for ref in (self._latest, self._previous, old_best):  # only the best from now on
             if ref is not None and ref != best_ref:
                 retry_transient(store.remove, ref.artifact_id)
         return scores
