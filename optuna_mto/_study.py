@@ -364,8 +364,8 @@ class MTOStudy:
         """Write the best-ranked model's ``state_dict`` to ``path`` (atomically).
 
         Load it back with ``model.load_state_dict(torch.load(path, weights_only=True))``.
-        With ``register`` the file is also uploaded as an Optuna artifact of the split's
-        trial (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
+        With ``register`` the file is also uploaded as an Optuna artifact of the study
+        (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,13 +380,11 @@ class MTOStudy:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if register:
-            chosen, _ = self._best_ref(split)
-            trial = latest_split_trials(self.study.get_trials(deepcopy=False))[chosen]
+        if register:  # finished trials are read-only: the export belongs to the study
             retry_transient(
                 optuna.artifacts.upload_artifact,
                 artifact_store=self._checkpoints.artifact_store, file_path=str(path),
-                study_or_trial=trial, storage=self.study._storage,
+                study_or_trial=self.study,
             )  # fmt: skip
         return path
 

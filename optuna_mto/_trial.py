@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna._experimental import experimental_func
 from optuna.distributions import (
     CategoricalChoiceType,
     CategoricalDistribution,
@@ -292,6 +293,7 @@ class SplitTrial:
         """
         return dict(self._hp.source)
 
+    @experimental_func("0.1.0")
     def on_hparams_change(self, hook: HparamsHook) -> None:
         """Call ``hook(params)`` whenever the split's hyperparameters change.
 

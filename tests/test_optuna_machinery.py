@@ -133,6 +133,9 @@ def test_sampler_pruner_sigkill_resume_mlflow_and_artifacts(tmp_path, study_name
         state = torch.load(path, weights_only=True)
         tiny_mlp().load_state_dict(state["model"])
     assert optuna.artifacts.get_all_artifact_meta(final[HOPELESS_SPLIT], storage=storage) == []
+    mto.export_best_model(tmp_path / "best.pt")
+    (exported,) = optuna.artifacts.get_all_artifact_meta(mto.study)
+    assert exported.filename == "best.pt"
 
     # MLflow: one run per split (a resumed split continues its run), read back.
     client = mlflow.tracking.MlflowClient(tracking_uri=mlruns)
@@ -310,3 +313,61 @@ def test_pbt_records_true_params_through_transfers_and_exploration(study_name, d
             assert current == last["values"]
         assert json.dumps(current)
     assert kept > 0
+
+
+def test_cli_worker_takes_the_sampler_and_pruner_by_name(study_name, tmp_path):
+    import argparse
+
+    from optuna_mto import cli
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    optuna_mto.create_study(study_name=study_name, storage=url, n_splits=1)
+    args = argparse.Namespace(
+        study=study_name, storage=url, sampler="optuna.samplers:RandomSampler",
+        pruner="optuna.pruners:NopPruner",
+    )  # fmt: skip
+    study = cli._open(args)
+    assert isinstance(study.study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.study.pruner, optuna.pruners.NopPruner)
+    worker_help = cli._parser()._subparsers._group_actions[0].choices["worker"].format_help()
+    assert "--sampler" in worker_help and "--pruner" in worker_help
+
+
+def test_pbt_explores_any_suggested_hyperparameter_through_a_hook(study_name):
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, heartbeat_interval=None,
+        transfer=PBTTransfer(resample_probability=0.0), sampler=optuna.samplers.RandomSampler(0),
+    )  # fmt: skip
+    seen: dict[int, list[dict]] = {0: [], 1: []}
+    optimizers = {}
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        dropout = trial.suggest_float("dropout", 0.1, 0.5)
+        model = torch.nn.Sequential(torch.nn.Dropout(dropout), tiny_mlp())
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        optimizers[trial.split] = opt
+
+        def apply(params):  # a hyperparameter the optimizer does not hold
+            model[0].p = params["dropout"]
+            seen[trial.split].append(params)
+
+        trial.on_hparams_change(apply)
+        for step in range(2):  # split 0 finishes first; split 1 takes its weights at step 1
+            trial.report(0.9 if trial.split == 0 else 0.1, step, model=model, optimizer=opt)
+
+    study.optimize(objective, dataset=100, evaluate=lambda m, rows: 0.5, dashboard=False)
+    donor, receiver = sorted(study.study.get_trials(), key=lambda t: t.system_attrs["mto:split"])
+    event = receiver.user_attrs["transfer:000001"]
+    assert event["accepted"] and set(event["hparams"]) == {"lr", "dropout"}
+    record = receiver.user_attrs["hparams:000001"]
+    assert record["source"] == {
+        "split": 0, "trial": donor.number, "step": 1, "explored": True, "via": 0
+    }  # fmt: skip
+    for name in ("lr", "dropout"):  # the donor's values, perturbed by x0.8 or x1.2
+        ratio = record["values"][name] / donor.params[name]
+        assert ratio == pytest.approx(0.8) or ratio == pytest.approx(1.2)
+    assert seen[1] == [record["values"]] and seen[0] == []
+    assert receiver.user_attrs["current_hparams"] == record["values"]
+    assert optimizers[1].param_groups[0]["lr"] == pytest.approx(record["values"]["lr"])
+    assert receiver.params["lr"] != record["values"]["lr"]  # params: what was sampled
