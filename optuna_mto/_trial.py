@@ -281,14 +281,22 @@ class SplitTrial:
 
     @property
     def params(self) -> dict[str, Any]:
+        """The trial's params, as :attr:`optuna.Trial.params`: what the sampler gave.
+
+        They never change; :attr:`current_params` are the values the split runs with.
+        """
+        return retry_transient(lambda: self._trial.params)
+
+    @property
+    def current_params(self) -> dict[str, Any]:
         """The hyperparameters this split runs with now, by name (see :meth:`suggest_float`)."""
         return dict(self._hp.values)
 
     @property
     def params_source(self) -> dict[str, Any]:
-        """Whose sampled values :attr:`params` descend from.
+        """Whose sampled values :attr:`current_params` descend from.
 
-        Keys: ``split`` and ``trial`` (who was sampled them), ``via`` (the donor they came
+        Keys: ``split`` and ``trial`` (whose draw they are), ``via`` (the donor they came
         through), ``step`` (of the last change) and ``explored`` (changed by PBT).
         """
         return dict(self._hp.source)

@@ -155,8 +155,10 @@ class Worker:
         if previous is not None:
             if previous.trial_id is not None:
                 system_attrs["mto:retried_from"] = previous.trial_id
-                # The split keeps the hyperparameters it was given: never sampled again.
-                failed = retry_transient(study._storage.get_trial, previous.trial_id)
+            # The split keeps the hyperparameters it was given: never sampled again.
+            earlier = self._last_trial_id(split, previous)
+            if earlier is not None:
+                failed = retry_transient(study._storage.get_trial, earlier)
                 params, dists, kept_attrs = retried_params(failed)
             # The split's last record is from an earlier, failed attempt: resume from it.
             record = retry_transient(self.study._board.read).get(split)
@@ -233,6 +235,17 @@ class Worker:
             )
         self._tell(trial, values=value)
         self._callbacks(trial_id)
+
+    def _last_trial_id(self, split: int, previous: SplitClaim) -> int | None:
+        """Return the split's latest trial (an earlier attempt may have died before one)."""
+        if previous.trial_id is not None:
+            return previous.trial_id
+        trials = [
+            t
+            for t in retry_transient(self.study.study.get_trials, deepcopy=False)
+            if t.system_attrs.get("mto:split") == split
+        ]
+        return max(trials, key=lambda t: t.number)._trial_id if trials else None
 
     def _callbacks(self, trial_id: int) -> None:
         """Call ``callback(study, frozen_trial)`` for a split that ended, as Optuna does."""

@@ -123,7 +123,7 @@ class MLflowCallback:
         """Log one report of a split (called by ``optimize`` at every report)."""
         study_name = trial.optuna_trial.study.study_name
         run_id = self.run_id(study_name, trial.split)
-        for key, value in report_metrics(result, trial.params, self.metric_name).items():
+        for key, value in report_metrics(result, trial.current_params, self.metric_name).items():
             self.client.log_metric(run_id, key, value, step=result.step)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -79,7 +79,7 @@ class TensorBoardCallback:
     def on_report(self, trial: SplitTrial, result: ReportResult) -> None:
         """Write one report of a split (called by ``optimize`` at every report)."""
         writer = self._get(trial.optuna_trial.study.study_name, trial.split)
-        for key, value in report_metrics(result, trial.params, self.metric_name).items():
+        for key, value in report_metrics(result, trial.current_params, self.metric_name).items():
             writer.add_scalar(key, value, result.step)
         writer.flush()
 
