@@ -254,7 +254,12 @@ def takes_trial(fn: Callable[..., Any], n_args: int) -> bool:
 
 
 def call_with_trial(fn: Callable[..., Any], args: tuple[Any, ...], trial: Any) -> Any:
-    """Call ``fn(*args, trial)`` if it takes the trial (:func:`takes_trial`), else ``fn(*args)``."""
-    if trial is not None and takes_trial(fn, len(args)):
-        return fn(*args, trial)
-    return fn(*args)
+    """Call ``fn(*args)`` with the trial added when it takes it (:func:`takes_trial`).
+
+    A parameter named ``trial`` gets it by keyword, else it is the next positional one.
+    """
+    if trial is None or not takes_trial(fn, len(args)):
+        return fn(*args)
+    if "trial" in inspect.signature(fn).parameters:
+        return fn(*args, trial=trial)
+    return fn(*args, trial)
