@@ -65,8 +65,13 @@ def promote_checkpoint(
     """
     artifact_store = store.artifact_store
     new = CheckpointRef(artifact_id=str(uuid.uuid4()), sha256=ref.sha256, nbytes=ref.nbytes)
-    with artifact_store.open_reader(ref.artifact_id) as reader:
-        data = reader.read()
-    retry_transient(artifact_store.write, new.artifact_id, io.BytesIO(data))
+
+    def read() -> bytes:
+        with artifact_store.open_reader(ref.artifact_id) as reader:
+            return reader.read()
+
+    data = retry_transient(read)
+    # A fresh stream on every try: a failed try may have consumed part of the last one.
+    retry_transient(lambda: artifact_store.write(new.artifact_id, io.BytesIO(data)))
     register_checkpoint(storage, trial_id, new, filename)
     return new
