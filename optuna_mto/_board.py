@@ -39,6 +39,7 @@ class SplitRecord:
         total_steps: Steps the split expects to report (for progress), if known.
         started: Unix time at which this run of the split started (for the ETA).
         first_step: The first step of this run (after a resume: the step it resumed at).
+        pruned: True once the split was pruned (``finished`` too); never a donor then.
     """
 
     split: int
@@ -60,6 +61,7 @@ class SplitRecord:
     total_steps: int | None = None
     started: float | None = None
     first_step: int = 0
+    pruned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

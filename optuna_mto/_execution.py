@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import multiprocessing
 import os
 import pickle
@@ -15,6 +14,7 @@ from typing import Any
 import optuna
 import torch
 
+from optuna_mto._logging import get_logger
 from optuna_mto._main_guard import (
     MAIN_ENV,
     guard_message,
@@ -33,7 +33,7 @@ __all__ = [
     "worker_context",
 ]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 _EXECUTORS = ("auto", "thread", "process")
 
 

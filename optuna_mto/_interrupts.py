@@ -12,15 +12,16 @@ stop is under way.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+from optuna_mto._logging import get_logger
+
 __all__ = ["stop_on_signals"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING
 
+from optuna_mto._logging import get_logger
 from optuna_mto._progress import ProgressView
 from optuna_mto._retry import retry_transient
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StudyMonitor"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 
 class StudyMonitor:

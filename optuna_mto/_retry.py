@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -11,9 +10,11 @@ from typing import TypeVar
 import optuna
 import sqlalchemy
 
+from optuna_mto._logging import get_logger
+
 __all__ = ["TRANSIENT_ERRORS", "retry_transient"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 _jitter = random.Random()  # never touch the global RNG: it is part of a split's checkpoint
 T = TypeVar("T")
 

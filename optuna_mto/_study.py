@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import multiprocessing
 import os
 import time
@@ -28,9 +27,12 @@ from optuna_mto._errors import DatasetMismatchError, MTOError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, TransferEvent
 from optuna_mto._interrupts import stop_on_signals
 from optuna_mto._lifecycle import given_up_error, split_statuses, work_left
+from optuna_mto._logging import get_logger
 from optuna_mto._main_guard import exit_if_worker_bootstrap
 from optuna_mto._monitor import StudyMonitor
+from optuna_mto._optuna_parts import OPTUNA_PARTS_KEY, describe, rebuild
 from optuna_mto._plan import SplitPlan
+from optuna_mto._retry import retry_transient
 from optuna_mto._splits import dataset_fingerprint, make_splitter
 from optuna_mto._state import unwrap_model
 from optuna_mto._storage import (
@@ -54,7 +56,7 @@ from optuna_mto.transfer import BaseTransferManager, GreedyTransfer, from_params
 
 __all__ = ["MTOStudy", "create_study", "load_study"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 DATASET_KEY = "mto:dataset"
 _DEFAULT_HEARTBEAT_S = 30
 
@@ -221,6 +223,7 @@ class MTOStudy:
         timeout: float | None = None,
         show_progress: bool = False,
         dashboard: bool = True,
+        callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
     ) -> None:
         """Run every split that is not complete yet, then return.
 
@@ -247,6 +250,14 @@ class MTOStudy:
                 on a terminal, or a log line per split now and then otherwise.
             dashboard: Keep optuna-dashboard's custom figures and study note up to
                 date while the study runs (if optuna-dashboard is installed).
+            callbacks: As in :meth:`optuna.Study.optimize`: each is called as
+                ``callback(study, frozen_trial)`` (the :class:`optuna.Study` and the
+                split's finished trial: COMPLETE, PRUNED or FAIL) in the worker that ran
+                the split, right after it ends. A callback that also has a method
+                ``on_report(trial, result)`` is called at every report of every split
+                (with the :class:`SplitTrial` and its :class:`ReportResult`), e.g. to
+                stream curves to a tracker (``optuna_mto.integration.MLflowCallback``,
+                ``TensorBoardCallback``). Process workers get a pickled copy of each.
 
         A split whose code raises is retried in the same call while ``max_retries``
         allows; one whose worker is lost (a worker process killed, a heartbeat gone
@@ -278,12 +289,24 @@ class MTOStudy:
             _logger.info("Study %r has no split left to run.", self.study_name)
             self._raise_if_given_up()
             return
+        callbacks = list(callbacks or [])
+        for callback in callbacks:
+            if not callable(callback):
+                raise ValueError(
+                    f"Each callback must be callable as callback(study, frozen_trial), but got "
+                    f"{callback!r}."
+                )
         if callable(getattr(objective, "check_inputs", None)):
             objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
-        mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset)
+        mode = _execution.resolve_executor(
+            executor, n_jobs, objective, evaluate, dataset, *callbacks
+        )
         devices = _execution.assign_devices(n_jobs, devices)
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = Job(objective, evaluate, n_samples, targets, deadline, since=self._since or utc_now())
+        job = Job(
+            objective, evaluate, n_samples, targets, deadline,
+            since=self._since or utc_now(), callbacks=callbacks,
+        )  # fmt: skip
         try:
             with StudyMonitor(self, progress=show_progress, dashboard=dashboard):
                 if mode == "inline":  # Ctrl-C interrupts the split at once, where it is
@@ -385,11 +408,14 @@ class MTOStudy:
         split: int | None = None,
         *,
         allow_incomplete: bool = False,
+        register: bool = True,
     ) -> Path:
         """Write the best-ranked model's ``state_dict`` to ``path`` (atomically).
 
         Load it back with ``model.load_state_dict(torch.load(path, weights_only=True))``.
         Refuses an incomplete study unless ``allow_incomplete=True``.
+        With ``register`` the file is also uploaded as an Optuna artifact of the study
+        (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +432,12 @@ class MTOStudy:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        if register:  # finished trials are read-only: the export belongs to the study
+            retry_transient(
+                optuna.artifacts.upload_artifact,
+                artifact_store=self._checkpoints.artifact_store, file_path=str(path),
+                study_or_trial=self.study,
+            )  # fmt: skip
         return path
 
     def records(self) -> dict[int, Any]:
@@ -430,6 +462,8 @@ def create_study(
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
     load_if_exists: bool = False,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> MTOStudy:
     """Create a study that trains one model on each of K splits of a dataset.
 
@@ -460,6 +494,16 @@ def create_study(
             (None disables them, and with them the detection of killed workers).
         grace_period: Seconds without heartbeat before a split counts as dead.
         load_if_exists: Open the study if it exists (its config must match).
+        sampler: As in :func:`optuna.create_study`: draws each split's hyperparameters
+            (``trial.suggest_*``), i.e. the initial population; default
+            :class:`~optuna.samplers.TPESampler`. A retried or resumed split keeps the
+            values it was given. Worker processes started by ``optimize`` get a copy
+            (reseeded in each process, as Optuna does for parallel workers); workers on
+            other machines pass their own (see :func:`load_study`).
+        pruner: As in :func:`optuna.create_study`: decides ``trial.should_prune()``;
+            default :class:`~optuna.pruners.MedianPruner`. A split that raises
+            :class:`optuna.TrialPruned` ends PRUNED: never retried, excluded from the
+            ranking, never a donor afterwards.
 
     Returns:
         The study.
@@ -489,11 +533,16 @@ def create_study(
         max_preemptions=max_preemptions,
     )
     study = optuna.create_study(
-        study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists
-    )
+        study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists,
+        sampler=rebuild("sampler", sampler, None, study_name),
+        pruner=rebuild("pruner", pruner, None, study_name),
+    )  # fmt: skip
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
         study._storage.set_study_system_attr(study._study_id, CONFIG_KEY, config.to_dict())
+        study._storage.set_study_system_attr(
+            study._study_id, OPTUNA_PARTS_KEY, describe(sampler, pruner)
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["cross_split_mean"])
@@ -516,6 +565,8 @@ def load_study(
     heartbeat_interval: int | None = _DEFAULT_HEARTBEAT_S,
     grace_period: int | None = None,
     max_preemptions: int | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> MTOStudy:
     """Open an existing optuna-mto study, with the configuration it was created with.
 
@@ -530,6 +581,11 @@ def load_study(
         max_preemptions: Override the stored budget for lost workers, likewise.
         heartbeat_interval: As in :func:`create_study`.
         grace_period: As in :func:`create_study`.
+        sampler: The sampler this process's splits draw hyperparameters with (as in
+            :func:`optuna.load_study`). Default: the class the study was created with,
+            rebuilt with default arguments (a warning says so unless it is Optuna's
+            default): pass the same object to keep a seed or other arguments.
+        pruner: Likewise, the pruner.
 
     Raises:
         KeyError: If no such study exists (the message names the storage and lists
@@ -541,13 +597,19 @@ def load_study(
     url = storage or default_storage_url(create=False)
     opened = open_storage(url, create=False, **open_kwargs)  # never a new, empty database
     try:
-        study = optuna.load_study(study_name=study_name, storage=opened)
+        study_id = opened.get_study_id_from_name(study_name)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
         raise KeyError(
             f"No study named {study_name!r} in storage {mask_url(storage_url(opened))}; "
             f"studies there: {names}."
         ) from None
+    parts = opened.get_study_system_attrs(study_id).get(OPTUNA_PARTS_KEY)
+    study = optuna.load_study(
+        study_name=study_name, storage=opened,
+        sampler=rebuild("sampler", sampler, parts, study_name),
+        pruner=rebuild("pruner", pruner, parts, study_name),
+    )  # fmt: skip
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
         raise ValueError(

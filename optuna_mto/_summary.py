@@ -52,6 +52,8 @@ class CrossSplitSummary:
         states: How each split stands: ``"complete"``, ``"pruned"``, ``"running"``,
             ``"failed"`` (will be retried), ``"given up"`` or ``"missing"`` (None when
             built from trials alone).
+        pruned: Per split, True if its run was pruned (``optuna.TrialPruned``): it has
+            no cross-split scores, is not ranked, and its row says ``pruned``.
     """
 
     study_name: str
@@ -64,6 +66,7 @@ class CrossSplitSummary:
     overlap: np.ndarray | None = None
     selection: list[float] | None = None
     states: list[str] | None = None
+    pruned: list[bool] | None = None
 
     @classmethod
     def from_study(
@@ -75,12 +78,14 @@ class CrossSplitSummary:
         accepted, proposed = [0] * n_splits, [0] * n_splits
         overlap = np.full((n_splits, n_splits), np.nan)
         selection = [math.nan] * n_splits
+        pruned = [False] * n_splits
         for split, trial in latest_split_trials(study.get_trials(deepcopy=False)).items():
             if split >= n_splits:
                 continue
             events = [v for k, v in trial.user_attrs.items() if k.startswith("transfer:")]
             proposed[split] = sum(1 for e in events if e.get("after") is not None)
             accepted[split] = sum(1 for e in events if e.get("accepted"))
+            pruned[split] = trial.state == TrialState.PRUNED
             if trial.state != TrialState.COMPLETE:
                 continue
             numbers[split] = trial.number
@@ -97,7 +102,7 @@ class CrossSplitSummary:
         direction = study.direction.name.lower()
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
-            selection, states,
+            selection, states, pruned,
         )  # fmt: skip
 
     @property
@@ -140,8 +145,8 @@ class CrossSplitSummary:
 
     @property
     def complete(self) -> bool:
-        """True once every split has finished."""
-        return len(self.ranking) == self.n_splits
+        """True once every split has finished (or was pruned)."""
+        return len(self.ranking) + sum(self.pruned or []) == self.n_splits
 
     @property
     def incomplete_reason(self) -> str:
@@ -150,7 +155,12 @@ class CrossSplitSummary:
             return ""
         ranked = set(self.ranking)
         states = self.states or ["unfinished"] * self.n_splits
-        parts = [f"split {k} {states[k]}" for k in range(self.n_splits) if k not in ranked]
+        pruned = self.pruned or [False] * self.n_splits
+        parts = [
+            f"split {k} {states[k]}"
+            for k in range(self.n_splits)
+            if k not in ranked and not pruned[k]
+        ]
         return ", ".join(parts)
 
     def to_table(self) -> str:
@@ -166,7 +176,8 @@ class CrossSplitSummary:
         ranked = self.ranking + [s for s in range(k) if s not in self.ranking]
         for position, split in enumerate(ranked, start=1):
             done = split in self.ranking
-            cells = [str(position) if done else "-", str(split)]
+            is_pruned = bool(self.pruned and self.pruned[split])
+            cells = [str(position) if done else ("pruned" if is_pruned else "-"), str(split)]
             cells.append(str(self.trial_numbers[split]) if self.trial_numbers[split] >= 0 else "-")
             cells += [_fmt(v) for v in self.matrix[split]]
             cells += [_fmt(self.mean[split]), _fmt(self.own[split])]

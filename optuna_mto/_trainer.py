@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
 from torch import nn
 
+from optuna_mto._hparams import call_with_trial
 from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_int
@@ -31,13 +33,21 @@ class SupervisedTrainer:
     object, so ``study.optimize(trainer, n_jobs=K)`` can run the splits in processes
     (give it module-level factories, not lambdas, for that).
 
+    Each factory may also take the split trial as its last argument, to draw
+    hyperparameters from the study's sampler: ``model_fn(trial)``,
+    ``optimizer_fn(params, trial)``, ``scheduler_fn(optimizer, trial)``, e.g.
+    ``lambda params, trial: SGD(params, lr=trial.suggest_float("lr", 1e-3, 0.3, log=True))``
+    (a module-level function for process workers).
+
     Args:
         model_fn: Builds a fresh model (same architecture for every split).
         dataset: An ``(X, y)`` pair of tensors (fast path: batches are sliced
             directly) or any ``torch.utils.data.Dataset`` of ``(input, label)`` pairs.
-        optimizer_fn: ``optimizer_fn(model.parameters())``; default Adam, lr 1e-3.
-        scheduler_fn: Optional ``scheduler_fn(optimizer)``, stepped once per epoch;
-            its state is checkpointed and transferred with the weights.
+        optimizer_fn: ``optimizer_fn(model.parameters())`` or
+            ``optimizer_fn(model.parameters(), trial)``; default Adam, lr 1e-3.
+        scheduler_fn: Optional ``scheduler_fn(optimizer)`` (or ``(optimizer, trial)``),
+            stepped once per epoch; its state is checkpointed and transferred with the
+            weights.
         loss_fn: Training loss; default cross-entropy.
         metric: ``"accuracy"`` (maximize) or ``"loss"`` (minimize) on the validation set.
         epochs: Epochs per split; one report (and transfer opportunity) per epoch.
@@ -55,6 +65,8 @@ class SupervisedTrainer:
         ValueError: For targets that do not suit the metric or the loss (text labels,
             float labels with ``metric="accuracy"``, integer targets for a regression
             loss, a wrong shape), naming the value and the fix.
+        prune: After each epoch's report, ask the study's pruner
+            (``trial.should_prune()``) and end the split as PRUNED when it says so.
     """
 
     def __init__(
@@ -73,6 +85,7 @@ class SupervisedTrainer:
         seed: int = 0,
         same_init: bool = False,
         check_first_batch: bool = True,
+        prune: bool = False,
     ) -> None:
         if metric not in _METRICS:
             raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
@@ -105,6 +118,7 @@ class SupervisedTrainer:
         self.num_workers = num_workers
         self.seed = seed
         self.same_init = same_init
+        self.prune = bool(prune)
 
     @property
     def direction(self) -> str:
@@ -156,11 +170,13 @@ class SupervisedTrainer:
         model.train()
         check_first_batch(model, inputs, labels, self.metric, self.loss_fn, n_classes)
 
-    def build_model(self, split: int, device: torch.device | str = "cpu") -> nn.Module:
+    def build_model(
+        self, split: int, device: torch.device | str = "cpu", trial: SplitTrial | None = None
+    ) -> nn.Module:
         """Build the model of ``split`` with a seeded, reproducible initialisation."""
         with _init_lock, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed if self.same_init else self.seed * 100_003 + split)
-            model = self.model_fn()
+            model = call_with_trial(self.model_fn, (), trial)
         return model.to(device)
 
     def _batches(
@@ -232,9 +248,11 @@ class SupervisedTrainer:
         """
         explorer_epochs = 0  # local: one trainer may serve several splits in threads
         trial.set_total_steps(self.epochs)
-        model = self.build_model(trial.split, trial.device)
-        optimizer = self.optimizer_fn(model.parameters())
-        scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn else None
+        model = self.build_model(trial.split, trial.device, trial)
+        optimizer = call_with_trial(self.optimizer_fn, (model.parameters(),), trial)
+        scheduler = (
+            call_with_trial(self.scheduler_fn, (optimizer,), trial) if self.scheduler_fn else None
+        )
         for epoch in range(trial.restore(model, optimizer, scheduler), self.epochs):
             generator = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([self.seed, trial.split, epoch]).generate_state(1)[0])
@@ -253,5 +271,7 @@ class SupervisedTrainer:
                 explorer_epochs += 1
             value = self.evaluate(model, trial.valid_indices)
             trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)
+            if self.prune and trial.should_prune():
+                raise optuna.TrialPruned(f"split {trial.split} pruned after epoch {epoch}")
         trial.set_user_attr("train_epochs", self.epochs)
         trial.set_user_attr("explorer_epochs", explorer_epochs)

@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import optuna
 import torch
+from optuna._experimental import experimental_func
+from optuna.distributions import (
+    CategoricalChoiceType,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
+from optuna_mto._artifacts import promote_checkpoint
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._errors import CheckpointError
 from optuna_mto._events import TRANSFER_ATTR_PREFIX, ReportResult, TransferEvent
+from optuna_mto._hparams import (
+    CHECKPOINT_KEY,
+    CURRENT_ATTR,
+    HPARAMS_ATTR_PREFIX,
+    SOURCE_ATTR,
+    HparamsHook,
+    HyperparamState,
+)
+from optuna_mto._logging import get_logger
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
 from optuna_mto._state import (
@@ -33,7 +49,7 @@ from optuna_mto.transfer import BaseTransferManager, TransferContext, is_better,
 
 __all__ = ["EvaluateFn", "Explorer", "SplitTrial"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 #: ``evaluate(model, indices) -> score``: the user's metric of ``model`` on the rows
 #: ``indices`` of the dataset, in the study's direction.
@@ -119,6 +135,7 @@ class SplitTrial:
         attempt: int = 0,
         device: torch.device | str = "cpu",
         resume_from: SplitRecord | None = None,
+        report_hooks: Sequence[Any] = (),
     ) -> None:
         self._shared = shared
         self._trial = optuna_trial
@@ -146,6 +163,12 @@ class SplitTrial:
         self._started = time.time()  # for the progress view's ETA
         self._first_step = 0
         self.selection_score: float | None = None
+        self._report_hooks = [h for h in report_hooks if hasattr(h, "on_report")]
+        carried = optuna_trial.user_attrs if resume_from is not None else {}
+        self._hp = HyperparamState(
+            optuna_trial, split, carried.get(CURRENT_ATTR), carried.get(SOURCE_ATTR)
+        )
+        self._explorer_hparams: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -230,6 +253,82 @@ class SplitTrial:
         """Set a user attribute on the Optuna trial (shown in optuna-dashboard)."""
         retry_transient(self._trial.set_user_attr, key, value)
 
+    # ------------------------------------------------------------------ hyperparameters
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        """Suggest a float hyperparameter, as :meth:`optuna.Trial.suggest_float`.
+
+        The study's sampler draws it on the split's first attempt; a retried or resumed
+        split gets the value it runs with (never drawn again). That is the value the
+        sampler gave, unless a transfer brought a donor's or PBT explored it: the
+        trial's ``params`` keep the sampled value, ``current_hparams`` the current one.
+        """
+        sampled = retry_transient(self._trial.suggest_float, name, low, high, step=step, log=log)
+        return self._hp.suggested(name, sampled, FloatDistribution(low, high, log=log, step=step))
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        """Suggest an integer hyperparameter, as :meth:`optuna.Trial.suggest_int`.
+
+        See :meth:`suggest_float` for retried splits.
+        """
+        sampled = retry_transient(self._trial.suggest_int, name, low, high, step=step, log=log)
+        return self._hp.suggested(name, sampled, IntDistribution(low, high, log=log, step=step))
+
+    def suggest_categorical(
+        self, name: str, choices: Sequence[CategoricalChoiceType]
+    ) -> CategoricalChoiceType:
+        """Suggest a categorical hyperparameter, as :meth:`optuna.Trial.suggest_categorical`.
+
+        See :meth:`suggest_float` for retried splits.
+        """
+        sampled = retry_transient(self._trial.suggest_categorical, name, choices)
+        return self._hp.suggested(name, sampled, CategoricalDistribution(choices))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's params, as :attr:`optuna.Trial.params`: what the sampler gave.
+
+        They never change; :attr:`current_params` are the values the split runs with.
+        """
+        return retry_transient(lambda: self._trial.params)
+
+    @property
+    def current_params(self) -> dict[str, Any]:
+        """The hyperparameters this split runs with now, by name (see :meth:`suggest_float`)."""
+        return dict(self._hp.values)
+
+    @property
+    def params_source(self) -> dict[str, Any]:
+        """Whose sampled values :attr:`current_params` descend from.
+
+        Keys: ``split`` and ``trial`` (whose draw they are), ``via`` (the donor they came
+        through), ``step`` (of the last change) and ``explored`` (changed by PBT).
+        """
+        return dict(self._hp.source)
+
+    @experimental_func("0.1.0")
+    def on_hparams_change(self, hook: HparamsHook) -> None:
+        """Call ``hook(params)`` whenever the split's hyperparameters change.
+
+        They change when a kept transfer brings a donor's hyperparameters, when PBT
+        explores them, and when a resumed split restores them. Optimizer param-group
+        keys (``lr``, ``momentum``, ...) are updated without a hook; use one for the
+        rest, e.g. ``trial.on_hparams_change(lambda p: setattr(drop, "p", p["dropout"]))``.
+        """
+        self._hp.add_hook(hook)
+
+    def should_prune(self) -> bool:
+        """Ask the study's pruner, as :meth:`optuna.Trial.should_prune`.
+
+        If True, raise :class:`optuna.TrialPruned`: the split ends PRUNED (not FAIL),
+        is never retried, is left out of the cross-split ranking, and is no donor from
+        then on.
+        """
+        return bool(retry_transient(self._trial.should_prune))
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model: torch.nn.Module, indices: np.ndarray | None = None) -> float:
         """Score ``model`` with the study's evaluate function (default: own validation set)."""
@@ -294,6 +393,8 @@ class SplitTrial:
             step = int(state["step"])
             self._lineage = [int(s) for s in state.get("lineage", [self._split])]
             self._relations = {int(k): float(v) for k, v in state.get("relations", {}).items()}
+            self._hp.restore(state.get(CHECKPOINT_KEY), step)
+            self._hp.notify()
             self._latest = ref
             self._best = (record.best_fitness, record.best_step, record.best_checkpoint)
             self._best_lineage = list(record.best_lineage or self._lineage)
@@ -323,7 +424,7 @@ class SplitTrial:
                                 past_value)  # fmt: skip
         for key, value in failed.user_attrs.items():
             prefix = key.split(":", 1)[0] + ":"
-            if prefix in (TRANSFER_ATTR_PREFIX, RELATIONS_ATTR_PREFIX):
+            if prefix in (TRANSFER_ATTR_PREFIX, RELATIONS_ATTR_PREFIX, HPARAMS_ATTR_PREFIX):
                 if int(key.split(":")[1]) <= step:
                     retry_transient(storage.set_trial_user_attr, trial_id, key, value)
         retry_transient(self._trial.set_user_attr, "resumed_from_step", step)
@@ -366,7 +467,7 @@ class SplitTrial:
         self._last_step = step
         self._reports += 1
         if model is None:
-            return ReportResult(step, value, None, None)
+            return self._reported(ReportResult(step, value, None, None))
         self._model, self._optimizer, self._scheduler = model, optimizer, scheduler
         fitness, event = value, None
         manager = self._shared.manager
@@ -382,7 +483,12 @@ class SplitTrial:
                 if event is not None and event.accepted:
                     fitness = event.after
         ref = self._checkpoint(step, fitness)
-        return ReportResult(step, fitness, event, ref)
+        return self._reported(ReportResult(step, fitness, event, ref))
+
+    def _reported(self, result: ReportResult) -> ReportResult:
+        for hook in self._report_hooks:
+            hook.on_report(self, result)
+        return result
 
     def _read_board(self, step: int) -> dict[int, SplitRecord]:
         """Read the K latest records; in synchronous mode wait for the others first."""
@@ -409,11 +515,13 @@ class SplitTrial:
         return records
 
     def _context(self, step: int, value: float, records: dict[int, SplitRecord]) -> TransferContext:
-        others = {k: r.fitness for k, r in records.items() if k != self._split}
+        # A pruned split is no donor: its run was judged hopeless.
+        others = {k: r.fitness for k, r in records.items() if k != self._split and not r.pruned}
         rng = np.random.default_rng([self._shared.seed, self._split, step])
         return TransferContext(
-            self._split, step, value, self._shared.direction, others, rng, self._relations
-        )
+            self._split, step, value, self._shared.direction, others, rng, self._relations,
+            hparams=self._hp.values,
+        )  # fmt: skip
 
     def _load_donor(self, record: SplitRecord) -> dict[str, Any] | str:
         """Return the donor's checkpoint content, or the reason it cannot be used."""
@@ -468,7 +576,12 @@ class SplitTrial:
         if "optimizer" in chosen and self._optimizer is not None:
             explored, hparams = shared.manager.explore(chosen["optimizer"], context)
             chosen = {**chosen, "optimizer": explored}
+        donor_id = (donor, record.trial_number)
+        chosen, hparams = self._hp.after_transfer(
+            chosen, donor_state, donor_id, shared.manager, context, hparams, taken=best[2]
+        )
         self._apply(chosen)
+        self._hp.notify()
         self._lineage = sorted(set(self._lineage) | set(record.lineage or [donor]))
         return self._record(event(best[0], best[1], True, hparams=hparams))
 
@@ -490,6 +603,7 @@ class SplitTrial:
                 capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
             )
             self._lineage = sorted(set(self._lineage) | set(explorer.lineage))
+            self._hp.adopt_explorer(self._explorer_hparams, source, step)
         key = f"{RELATIONS_ATTR_PREFIX}{step:06d}"
         scores = {str(k): round(v, 6) for k, v in sorted(self._relations.items())}
         retry_transient(self._trial.set_user_attr, key, {"step": step, "scores": scores})
@@ -524,6 +638,7 @@ class SplitTrial:
         model, optimizer, scheduler = copy.deepcopy((self._model, self._optimizer, self._scheduler))
         apply_state(donor_state, model, optimizer, scheduler)
         lineage = sorted(set(self._lineage) | set(record.lineage or [source]))
+        self._explorer_hparams = donor_state.get(CHECKPOINT_KEY)
         self._explorer = Explorer(
             model, optimizer, scheduler, source, record.trial_number, record.step, lineage
         )
@@ -548,6 +663,8 @@ class SplitTrial:
             lineage=list(self._lineage),
             relations={str(k): v for k, v in self._relations.items()},
         )
+        if self._hp.values:
+            state[CHECKPOINT_KEY] = self._hp.to_checkpoint()
         name = f"{shared.study_name}-split{self._split}-s{step}"
         ref = retry_transient(shared.store.save, state, name=name)
         stale = self._previous
@@ -564,7 +681,7 @@ class SplitTrial:
         self._publish(step, fitness, finished=False)
         return ref
 
-    def _publish(self, step: int, fitness: float, *, finished: bool) -> None:
+    def _publish(self, step: int, fitness: float, *, finished: bool, pruned: bool = False) -> None:
         assert self._latest is not None and self._best is not None
         # A finished split offers its best weights (and their score) to the others.
         record = SplitRecord(
@@ -586,6 +703,7 @@ class SplitTrial:
             total_steps=self._total_steps,
             started=self._started,
             first_step=self._first_step,
+            pruned=pruned,
         )
         retry_transient(self._shared.board.publish, record)
 
@@ -617,6 +735,11 @@ class SplitTrial:
             self._best = (best_fitness, best_step, best_ref)
         plan = self._shared.plan
         storage, trial_id = self._trial.storage, self._trial._trial_id
+        # The kept best checkpoint becomes an Optuna artifact (optuna-dashboard lists it).
+        filename = f"{self._shared.study_name}-split{self._split}-best-step{best_step}.pt"
+        old_best, best_ref = best_ref, promote_checkpoint(store, storage, trial_id, best_ref,
+                                                          filename)  # fmt: skip
+        self._best = (best_fitness, best_step, best_ref)
         attrs: dict[str, Any] = {
             "mto:best": {
                 "fitness": best_fitness,
@@ -640,7 +763,27 @@ class SplitTrial:
         for key, value in attrs.items():
             retry_transient(storage.set_trial_system_attr, trial_id, key, value)
         self._publish(best_step, best_fitness, finished=True)
-        for ref in (self._latest, self._previous):  # only the best is needed from now on
+        for ref in (self._latest, self._previous, old_best):  # only the best from now on
             if ref is not None and ref != best_ref:
                 retry_transient(store.remove, ref.artifact_id)
         return scores
+
+    def finish_pruned(self) -> None:
+        """End a split the pruner stopped (the objective raised :class:`optuna.TrialPruned`).
+
+        Called by ``optimize``. The split is no candidate: it gets no cross-split
+        scores, its record is marked pruned (so no split picks it as a donor from now
+        on) and every checkpoint of its run is removed.
+        """
+        self._explorer = None
+        step = self._last_step
+        retry_transient(
+            self._trial.storage.set_trial_system_attr, self._trial._trial_id, "mto:pruned",
+            {"step": step},
+        )  # fmt: skip
+        if self._best is None or self._latest is None:
+            return
+        self._publish(self._best[1], self._best[0], finished=True, pruned=True)
+        for ref in {self._latest, self._previous, self._best[2]}:
+            if ref is not None:
+                retry_transient(self._shared.store.remove, ref.artifact_id)

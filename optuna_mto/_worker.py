@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
@@ -25,8 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, utc_now
+from optuna_mto._hparams import retried_params
 from optuna_mto._lifecycle import work_left
-from optuna_mto._logging import LIBRARY_LOGGER, configure_default_handler
+from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
 from optuna_mto._storage import open_storage, storage_url
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Job", "Worker", "run_processes", "run_threads"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 #: Trial system attribute: the run failed before its first report (not retried at once).
 FAILED_AT_START_KEY = "mto:failed_at_start"
 #: Seconds between two looks of an idle worker at splits that others still run.
@@ -57,6 +57,8 @@ class Job:
         since: When the ``optimize`` call began (naive UTC): a split that failed
             before its first report since then is not retried in this call.
         stop: Set to make every split stop at its next report (Ctrl-C).
+        callbacks: ``callback(study, frozen_trial)`` after each split ends; those with
+            an ``on_report(trial, result)`` method are also called at every report.
     """
 
     objective: Callable[[SplitTrial], Any]
@@ -66,6 +68,7 @@ class Job:
     deadline: float | None = None
     since: datetime.datetime = dataclasses.field(default_factory=utc_now)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    callbacks: list[Any] = dataclasses.field(default_factory=list)
 
 
 class Worker:
@@ -85,7 +88,6 @@ class Worker:
 
     def run(self) -> None:
         """Run splits until none is left to claim, the deadline passed, or stop is set."""
-        configure_default_handler()  # the same start/finish lines in every executor
         study, job = self.study, self.job
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
@@ -151,9 +153,17 @@ class Worker:
         study = self.study.study
         system_attrs: dict[str, Any] = {"mto:split": split, "mto:attempt": attempt}
         resume = None
+        params: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        kept_attrs: dict[str, Any] = {}
         if previous is not None:
             if previous.trial_id is not None:
                 system_attrs["mto:retried_from"] = previous.trial_id
+            # The split keeps the hyperparameters it was given: never sampled again.
+            earlier = self._last_trial_id(split, previous)
+            if earlier is not None:
+                failed = retry_transient(study._storage.get_trial, earlier)
+                params, dists, kept_attrs = retried_params(failed)
             # The split's last record is from an earlier, failed attempt: resume from it.
             record = retry_transient(self.study._board.read).get(split)
             if record is not None and not record.finished:
@@ -164,13 +174,14 @@ class Worker:
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
-            params={"split": split},
-            distributions={"split": IntDistribution(0, max(self.study.n_splits - 1, 1))},
+            params={"split": split, **params},
+            distributions={"split": IntDistribution(0, max(self.study.n_splits - 1, 1)), **dists},
             user_attrs={
                 "split": split,
                 "attempt": attempt,
                 "device": self.device,
                 "worker": self.name,
+                **kept_attrs,
             },  # fmt: skip
             system_attrs=system_attrs,
             intermediate_values={},
@@ -183,7 +194,10 @@ class Worker:
         )
         retry_transient(self.study._claims.attach_trial, split, attempt, trial_id)
         trial = optuna.Trial(study, trial_id)
-        split_trial = SplitTrial(shared, trial, split, attempt, self.device, resume_from=resume)
+        split_trial = SplitTrial(
+            shared, trial, split, attempt, self.device, resume_from=resume,
+            report_hooks=self.job.callbacks,
+        )  # fmt: skip
         _logger.info(
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
@@ -192,6 +206,13 @@ class Worker:
             try:
                 returned = self.job.objective(split_trial)
                 scores = split_trial.finish()
+            except optuna.TrialPruned as err:
+                # Optuna's meaning: stopped on purpose, not a failure. Never retried.
+                split_trial.finish_pruned()
+                self._tell(trial, state=TrialState.PRUNED)
+                _logger.info("Trial %d (split %d) pruned: %s", trial.number, split, err)
+                self._callbacks(trial_id)
+                return
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
@@ -207,6 +228,8 @@ class Worker:
                 else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
                     retry_transient(self.study._claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
+                if not isinstance(err, KeyboardInterrupt):
+                    self._callbacks(trial_id)
                 if not isinstance(err, Exception):
                     raise
                 # Logged here, with the split it belongs to. The split is retried (by this
@@ -243,6 +266,7 @@ class Worker:
             retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
             retry_transient(self.study._claims.mark_errored, split, attempt)
             self._tell(trial, state=TrialState.FAIL)
+            self._callbacks(trial_id)
             _logger.error("Split %d (trial %d) failed: %s", split, trial.number, reason)
             return
         self._tell(trial, values=value)
@@ -250,6 +274,26 @@ class Worker:
             "Trial %d finished split %d in %.1f s: %s %.6g.", trial.number, split, seconds,
             "selection score" if split_trial.selection_score is not None else "value", value,
         )  # fmt: skip
+        self._callbacks(trial_id)
+
+    def _last_trial_id(self, split: int, previous: SplitClaim) -> int | None:
+        """Return the split's latest trial (an earlier attempt may have died before one)."""
+        if previous.trial_id is not None:
+            return previous.trial_id
+        trials = [
+            t
+            for t in retry_transient(self.study.study.get_trials, deepcopy=False)
+            if t.system_attrs.get("mto:split") == split
+        ]
+        return max(trials, key=lambda t: t.number)._trial_id if trials else None
+
+    def _callbacks(self, trial_id: int) -> None:
+        """Call ``callback(study, frozen_trial)`` for a split that ended, as Optuna does."""
+        if not self.job.callbacks:
+            return
+        frozen = retry_transient(self.study.study._storage.get_trial, trial_id)
+        for callback in self.job.callbacks:
+            callback(self.study.study, frozen)
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
@@ -299,7 +343,6 @@ def run_processes(
             (no ``if __name__ == "__main__":`` guard).
     """
     _execution.check_main_guard()
-    configure_default_handler()  # its level goes to the workers
     ctx = _execution.worker_context()
     threads = _execution.cpu_threads_per_worker(len(devices))
     custom = study.config.artifact_store["kind"] == "custom"
@@ -311,17 +354,32 @@ def run_processes(
         "artifact_store": study.checkpoint_store.artifact_store if custom else None,
         "max_retries": study.config.max_retries,
         "max_preemptions": study.config.max_preemptions,
-        "log_level": logging.getLogger(LIBRARY_LOGGER).getEffectiveLevel(),
         "since": job.since,
+        "sampler": study.study.sampler,
+        "pruner": study.study.pruner,
+        "callbacks": job.callbacks,
+        "verbosity": optuna.logging.get_verbosity(),
     }
+    log_queue = ctx.Queue()
 
     def start(i: int) -> multiprocessing.process.BaseProcess:
         args = (payload, job.objective, job.evaluate, dataset, job.targets, devices[i], threads,
-                timeout)  # fmt: skip
+                timeout, log_queue)  # fmt: skip
         proc = ctx.Process(target=_process_main, args=args, name=f"mto-worker-{i}")
         proc.start()
         return proc
 
+    with QueueForwarder(log_queue):
+        _supervise(study, job, devices, start)
+
+
+def _supervise(
+    study: MTOStudy,
+    job: Job,
+    devices: list[str],
+    start: Callable[[int], multiprocessing.process.BaseProcess],
+) -> None:
+    """Wait for the worker processes; replace the ones that die while work is left."""
     procs = {i: start(i) for i in range(len(devices))}
     budget = study.n_splits * (study.config.max_preemptions + study.config.max_retries + 2)
     signalled = guard_failed = False
@@ -369,6 +427,7 @@ def _process_main(
     device: str,
     n_threads: int,
     timeout: float | None,
+    log_queue: Any = None,
 ) -> None:
     from optuna_mto._errors import SplitsGivenUpError
     from optuna_mto._study import load_study
@@ -380,9 +439,8 @@ def _process_main(
     # The parent created the tables and checked their version already.
     storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
     torch.set_num_threads(n_threads)
-    # The parent's verbosity, for optuna-mto's lines and Optuna's.
-    optuna.logging.set_verbosity(payload["log_level"])
-    configure_default_handler(payload["log_level"])
+    if log_queue is not None:
+        forward_to_queue(log_queue, payload["verbosity"])
     try:
         study = load_study(
             study_name=payload["study_name"],
@@ -391,12 +449,18 @@ def _process_main(
             artifact_store=payload["artifact_store"],
             max_retries=payload["max_retries"],
             max_preemptions=payload["max_preemptions"],
+            sampler=payload["sampler"],
+            pruner=payload["pruner"],
             **payload["open_kwargs"],
         )
+        # Each process has its own copy of the sampler: reseed it so that the processes do
+        # not all draw the same values (Optuna does the same for parallel workers).
+        study.study.sampler.reseed_rng()
         study._since = payload["since"]  # failures at the start count from the parent's call
         study.optimize(
             objective, dataset=dataset, targets=targets, evaluate=evaluate,
             n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
+            callbacks=payload["callbacks"],
         )  # fmt: skip
     except KeyboardInterrupt:
         sys.exit(130)  # the split is marked interrupted; the parent reports it

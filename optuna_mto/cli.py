@@ -7,7 +7,6 @@ import csv
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -61,8 +60,23 @@ def _storage(args: argparse.Namespace) -> str | None:
 def _open(args: argparse.Namespace):  # noqa: ANN202 - MTOStudy, imported lazily.
     from optuna_mto import load_study
 
+    # Only the worker runs trials: it alone takes the study's sampler and pruner.
+    extra = {
+        name: _maybe_call(load_attr(spec))
+        for name in ("sampler", "pruner")
+        if (spec := getattr(args, name, None))
+    }
     # load_study never creates a database: read-only commands leave no file behind.
-    return load_study(study_name=args.study, storage=_storage(args))
+    return load_study(study_name=args.study, storage=_storage(args), **extra)
+
+
+def _maybe_call(obj: Any) -> Any:
+    """Return ``obj``, or ``obj()`` for a class or factory (e.g. ``my_mod:make_sampler``)."""
+    import optuna
+
+    if isinstance(obj, (optuna.samplers.BaseSampler, optuna.pruners.BasePruner)):
+        return obj
+    return obj()
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -191,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--timeout", type=float, default=None,
                         help="claim no new split after this many seconds")  # fmt: skip
     worker.add_argument("--progress", action="store_true", help="show a live view per split")
+    worker.add_argument("--sampler", help="module:attr of the study's Optuna sampler (an "
+                        "instance or a factory); default: the stored sampler class, default "
+                        "arguments")  # fmt: skip
+    worker.add_argument("--pruner", help="module:attr of the study's Optuna pruner (an "
+                        "instance or a factory); default: as --sampler")  # fmt: skip
     worker.set_defaults(func=_cmd_worker)
 
     summary = sub.add_parser("summary", help="print the ranked cross-split table")
@@ -219,7 +238,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -73,3 +73,22 @@ class FailOnSplit:
 
             trial.report = report_then_fail
         self.trainer(trial)
+
+
+def adam_suggested(params, trial) -> torch.optim.Optimizer:
+    """Adam whose learning rate the study's sampler draws per split."""
+    return torch.optim.Adam(params, lr=trial.suggest_float("lr", 3e-3, 3e-2, log=True))
+
+
+#: The split whose model is hopeless in :func:`mlp_hopeless_split1`.
+HOPELESS_SPLIT = 1
+
+
+def mlp_hopeless_split1(trial) -> nn.Module:
+    """tiny_mlp; split 1's first layer is frozen at zero, so it never sees its input."""
+    model = tiny_mlp()
+    if trial.split == HOPELESS_SPLIT:
+        with torch.no_grad():
+            model[0].weight.zero_()
+        model[0].weight.requires_grad_(False)
+    return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -11,7 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
+import torch
 from _models import digits_trainer
 
 import optuna_mto
@@ -125,6 +128,24 @@ def test_dashboard_shows_the_study_and_its_figures(tmp_path, study_name, digits)
                 trials = page.get_by_text(re.compile(r"^trial #\d+\s*$"))
                 expect(trials).to_have_count(study.n_splits, timeout=30_000)
                 page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+
+                # The best split's checkpoint is an Optuna artifact: listed, downloadable.
+                trial = study.study.get_trials()[summary.trial_numbers[best]]
+                (meta,) = optuna.artifacts.get_all_artifact_meta(
+                    trial, storage=study.study._storage
+                )
+                page.goto(
+                    f"http://127.0.0.1:{port}/dashboard/studies/{study.study._study_id}"
+                    f"/trials?numbers={trial.number}"
+                )
+                expect(page.get_by_text(meta.filename).first).to_be_visible(timeout=30_000)
+                url_path = (
+                    f"/artifacts/{study.study._study_id}/{trial._trial_id}/{meta.artifact_id}"
+                )
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{url_path}") as r:
+                    downloaded = r.read()
+                state = torch.load(io.BytesIO(downloaded), weights_only=True)
+                assert state["model"].keys() == study.best_state_dict().keys()
 
                 # The study note: configuration and the ranking table.
                 page.goto(f"http://127.0.0.1:{port}/dashboard/studies/{study.study._study_id}/note")

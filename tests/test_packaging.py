@@ -41,6 +41,9 @@ def test_core_dependencies_are_ranges_and_torchvision_is_an_extra():
     assert "<6" in optuna_req, optuna_req  # optuna-mto uses Optuna internals: bound the major
     assert "torchvision" in {_name(r) for r in _requirements("vision")}
     assert "lightning" in {_name(r) for r in _requirements("lightning")}
+    assert "mlflow-skinny" in {_name(r) for r in _requirements("mlflow")}
+    assert "tensorboard" in {_name(r) for r in _requirements("tensorboard")}
+    assert "transformers" in {_name(r) for r in _requirements("transformers")}
 
 
 @pytest.mark.smoke
@@ -48,7 +51,7 @@ def test_import_does_not_load_plotting_vision_or_lightning():
     code = (
         "import sys, optuna_mto, optuna_mto.integration, optuna_mto.transfer\n"
         "heavy = ('plotly', 'torchvision', 'lightning', 'pytorch_lightning', "
-        "'optuna_dashboard', 'sklearn', 'mlxtend')\n"
+        "'optuna_dashboard', 'sklearn', 'mlxtend', 'mlflow', 'tensorboard', 'transformers')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run(

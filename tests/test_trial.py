@@ -84,11 +84,13 @@ def _damage_file_store(study, tmp_path) -> None:
 
 def _damage_database_store(study, tmp_path) -> None:
     engine = study.checkpoint_store.artifact_store.engine
-    prefix = f"mto-{study.study_name}-%"
+    # The finished split's best checkpoint (an Optuna artifact, under a UUID id).
+    ids = [record.checkpoint.artifact_id for record in study.records().values()]
     with engine.begin() as conn:  # same length, different bytes: only the checksum can tell
         rows = conn.execute(
             sqlalchemy.text("SELECT artifact_id, seq, data FROM mto_artifact_chunks "
-                            "WHERE artifact_id LIKE :p"), {"p": prefix}
+                            "WHERE artifact_id IN :ids").bindparams(
+                sqlalchemy.bindparam("ids", expanding=True)), {"ids": ids}
         ).all()  # fmt: skip
         assert rows
         for artifact_id, seq, data in rows:

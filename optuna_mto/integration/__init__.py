@@ -1,8 +1,11 @@
-"""Integrations of optuna-mto with training frameworks.
+"""Integrations of optuna-mto with training frameworks and experiment trackers.
 
-``MTOCallback`` turns a PyTorch Lightning training into a split trial. Lightning is an
-optional dependency (``pip install 'optuna-mto[lightning]'``); it is imported only when
-``MTOCallback`` is first used, so importing this package never needs it.
+``MTOCallback`` turns a PyTorch Lightning training into a split trial,
+``MTOTrainerCallback`` a Hugging Face ``transformers.Trainer`` one; ``MLflowCallback``
+and ``TensorBoardCallback`` log each split as a run (pass them to
+``MTOStudy.optimize(callbacks=[...])``). Each needs an optional dependency (extras
+``lightning``, ``transformers``, ``mlflow``, ``tensorboard``), imported only when the
+name is first used, so importing this package never needs them.
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from optuna_mto.integration._lightning import MTOCallback, trainer_device_kwargs
+    from optuna_mto.integration._mlflow import MLflowCallback
+    from optuna_mto.integration._tensorboard import TensorBoardCallback
+    from optuna_mto.integration._transformers import MTOTrainerCallback
 
-__all__ = ["MTOCallback", "trainer_device_kwargs"]
+__all__ = [
+    "MLflowCallback",
+    "MTOCallback",
+    "MTOTrainerCallback",
+    "TensorBoardCallback",
+    "trainer_device_kwargs",
+]
 
 _LAZY = {
     "MTOCallback": "optuna_mto.integration._lightning",
     "trainer_device_kwargs": "optuna_mto.integration._lightning",
+    "MLflowCallback": "optuna_mto.integration._mlflow",
+    "TensorBoardCallback": "optuna_mto.integration._tensorboard",
+    "MTOTrainerCallback": "optuna_mto.integration._transformers",
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
@@ -24,11 +23,13 @@ except ImportError:
         ) from err
 
 from optuna_mto._events import ReportResult
+from optuna_mto._logging import get_logger
 from optuna_mto._trial import SplitTrial
+from optuna_mto.integration._common import refuse_explorer
 
 __all__ = ["MTOCallback", "trainer_device_kwargs"]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 _STEPS = ("epoch", "global_step")
 
 
@@ -126,6 +127,7 @@ class MTOCallback(pl.Callback):
             )
         if step not in _STEPS:
             raise ValueError(f"step must be one of {_STEPS}, but got step={step!r}.")
+        refuse_explorer(trial, "MTOCallback")
         self.trial = trial
         self.monitor = monitor
         self.step = step

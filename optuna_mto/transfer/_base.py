@@ -29,6 +29,8 @@ class TransferContext:
         rng: Generator seeded from (study seed, receiver, step): replayable.
         relations: The receiver's learned relation score of each other split
             (adaptive strategies; empty otherwise).
+        hparams: The receiver's current values of the hyperparameters its objective
+            suggested (``trial.suggest_*``); empty when it suggested none.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class TransferContext:
         others: Mapping[int, float],
         rng: np.random.Generator,
         relations: Mapping[int, float] | None = None,
+        hparams: Mapping[str, Any] | None = None,
     ) -> None:
         self.receiver = receiver
         self.step = step
@@ -48,6 +51,7 @@ class TransferContext:
         self.others = others
         self.rng = rng
         self.relations = relations or {}
+        self.hparams = hparams or {}
 
 
 class BaseTransferManager(abc.ABC):

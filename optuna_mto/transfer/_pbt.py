@@ -60,14 +60,21 @@ class PBTTransfer(GreedyTransfer):
     """Exploit-and-explore in the style of population-based training.
 
     Exploit: like :class:`GreedyTransfer`, pull a better split's weights and optimizer
-    state, kept only if they beat the receiver on its own validation set. Explore: on
-    every accepted transfer, perturb (x0.8 / x1.2 by default) or resample each
-    hyperparameter of the optimizer's param groups named in ``hyperparams``. Every
-    change is recorded with the transfer event, so the schedule can be replayed.
+    state, kept only if they beat the receiver on its own validation set; the receiver
+    then runs with the donor's hyperparameters. Explore: on every accepted transfer,
+    perturb (x0.8 / x1.2 by default) or resample each hyperparameter named in
+    ``hyperparams``. A name the objective suggested (``trial.suggest_float("lr", ...)``)
+    is explored in the split's current values, whatever it configures (the optimizer's
+    param groups are kept in step; register :meth:`SplitTrial.on_hparams_change` to
+    apply the others, e.g. a dropout rate); any other name must be a key of the
+    optimizer's param groups. Every change is recorded with the transfer event and as
+    the trial's ``hparams:<step>`` attribute, so the schedule can be replayed.
 
     Args:
-        hyperparams: Optimizer hyperparameter name -> Optuna distribution giving its
-            allowed range, e.g. ``{"lr": FloatDistribution(1e-4, 1e-1, log=True)}``.
+        hyperparams: Hyperparameter name -> Optuna distribution giving its allowed
+            range, e.g. ``{"lr": FloatDistribution(1e-4, 1e-1, log=True)}``. None (or
+            empty) explores every hyperparameter the objective suggested, within the
+            distribution it was suggested from.
         factors: Multiplicative perturbations to choose from.
         resample_probability: Chance of drawing a fresh value instead.
         **kwargs: As for :class:`GreedyTransfer`.
@@ -76,16 +83,14 @@ class PBTTransfer(GreedyTransfer):
     def __init__(
         self,
         *,
-        hyperparams: Mapping[str, BaseDistribution],
+        hyperparams: Mapping[str, BaseDistribution] | None = None,
         factors: Sequence[float] = (0.8, 1.2),
         resample_probability: float = 0.25,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not hyperparams:
-            raise ValueError("hyperparams must name at least one optimizer hyperparameter.")
         parsed = {}
-        for name, dist in hyperparams.items():
+        for name, dist in (hyperparams or {}).items():
             if isinstance(dist, str):
                 dist = json_to_distribution(dist)
             if not isinstance(dist, BaseDistribution):
@@ -106,11 +111,16 @@ class PBTTransfer(GreedyTransfer):
     def explore(
         self, optimizer_state: dict[str, Any], context: TransferContext
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Perturb the named hyperparameters of every param group; return the changes."""
+        """Perturb the named hyperparameters of every param group; return the changes.
+
+        Names the objective suggested are left to :meth:`explore_hparams`.
+        """
         state = copy.copy(optimizer_state)
         groups = [dict(g) for g in optimizer_state["param_groups"]]
         changes: dict[str, Any] = {}
         for name, dist in self.hyperparams.items():
+            if name in context.hparams:
+                continue
             for index, group in enumerate(groups):
                 if name not in group:
                     raise ValueError(
@@ -125,6 +135,36 @@ class PBTTransfer(GreedyTransfer):
                 changes[f"{name}[{index}]" if len(groups) > 1 else name] = [old, new]
         state["param_groups"] = groups
         return state, changes
+
+    def explore_hparams(
+        self,
+        values: Mapping[str, Any],
+        distributions: Mapping[str, BaseDistribution],
+        context: TransferContext,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Perturb the suggested hyperparameters named in ``hyperparams`` (all if none).
+
+        Args:
+            values: The split's current values (after adopting the donor's).
+            distributions: The distributions they were suggested from.
+            context: The transfer context (its ``rng`` makes the change replayable).
+
+        Returns:
+            The new values and the changes, ``name: [old, new]``.
+        """
+        new, changes = dict(values), {}
+        names = list(self.hyperparams) if self.hyperparams else list(values)
+        for name in names:
+            dist = self.hyperparams.get(name) or distributions.get(name)
+            if name not in values or dist is None or dist.single():
+                continue
+            old = values[name]
+            value = old if isinstance(dist, CategoricalDistribution) else float(old)
+            new[name] = explore_value(
+                value, dist, context.rng, self.factors, self.resample_probability
+            )
+            changes[name] = [old, new[name]]
+        return new, changes
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments (distributions as Optuna JSON)."""

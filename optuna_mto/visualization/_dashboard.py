@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 import threading
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
+from optuna_mto._logging import get_logger
 from optuna_mto.visualization._cross_split import plot_cross_split, ranked_rows
 from optuna_mto.visualization._fitness import plot_fitness
 from optuna_mto.visualization._relations import plot_relations
@@ -28,7 +28,7 @@ __all__ = [
     "refresh_dashboard",
 ]
 
-_logger = logging.getLogger(__name__)
+_logger = get_logger(__name__)
 
 #: ``graph_object_id`` under which each figure is saved; saving again overwrites it.
 DASHBOARD_FIGURES: dict[str, Callable[[MTOStudy], go.Figure]] = {

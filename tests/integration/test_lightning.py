@@ -272,3 +272,17 @@ def test_validation_twice_per_epoch(tmp_path, study_name, digits, step):
     assert [r.step for r in callbacks[0].results] == expected
     trial = next(t for t in study.study.get_trials() if t.params["split"] == 0)
     assert sorted(trial.intermediate_values) == expected
+
+
+def test_amto_is_refused_clearly_not_silently_degraded(study_name):
+    from optuna_mto.transfer import AdaptiveTransfer
+
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=AdaptiveTransfer(), heartbeat_interval=None
+    )
+
+    def objective(trial):
+        MTOCallback(trial, monitor="val_acc")
+
+    with pytest.raises(ValueError, match="cannot train the explorer that AdaptiveTransfer"):
+        study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)

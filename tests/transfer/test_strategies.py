@@ -115,5 +115,13 @@ def test_pbt_explore_records_old_and_new_values_replayably():
     ctx = TransferContext(0, 2, 0.5, "maximize", {}, np.random.default_rng(0))
     with pytest.raises(ValueError, match="no hyperparameter 'momentum'"):
         bad.explore(state, ctx)
-    with pytest.raises(ValueError, match="at least one"):
-        PBTTransfer(hyperparams={})
+    # No names: explore every hyperparameter the objective suggested (none here).
+    everything = from_params(PBTTransfer().get_params())
+    assert everything.explore(state, ctx) == (state, {})
+    values, changes = everything.explore_hparams(
+        {"lr": 0.01, "act": "relu"},
+        {"lr": FloatDistribution(1e-3, 1e-1, log=True),
+         "act": CategoricalDistribution(["relu", "tanh"])},
+        TransferContext(0, 2, 0.5, "maximize", {}, np.random.default_rng(0), hparams={"lr": 0.01}),
+    )  # fmt: skip
+    assert set(changes) == {"lr", "act"} and values["lr"] in (0.008, 0.012)

@@ -1,0 +1,28 @@
+"""What the framework integrations share."""
+
+from __future__ import annotations
+
+from optuna_mto._trial import SplitTrial
+
+__all__ = ["refuse_explorer"]
+
+
+def refuse_explorer(trial: SplitTrial, name: str) -> None:
+    """Refuse a transfer strategy whose explorer a framework callback cannot train.
+
+    AMTO (``AdaptiveTransfer``) needs a second model, ``trial.explorer``, trained on the
+    split's data between reports. A callback inside another framework's training loop
+    cannot train it; without that, AMTO would silently become a lagged copy of a donor.
+
+    Raises:
+        ValueError: If the study's transfer manager uses an explorer.
+    """
+    manager = trial._shared.manager
+    if manager.uses_explorer:
+        raise ValueError(
+            f"{name} cannot train the explorer that {type(manager).__name__} (AMTO) needs: "
+            "the framework's loop trains one model only, and an untrained explorer would "
+            "make AMTO a lagged copy of a donor. Use GreedyTransfer, PBTTransfer, "
+            "InterpolateTransfer or NoTransfer with this callback, or train "
+            "trial.explorer in your own loop (optuna_mto.SupervisedTrainer does)."
+        )

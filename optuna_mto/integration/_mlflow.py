@@ -1,0 +1,151 @@
+"""MLflowCallback: one MLflow run per split, with its curve and hyperparameters."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import optuna
+from optuna._experimental import experimental_class
+from optuna.trial import FrozenTrial
+
+from optuna_mto._events import ReportResult
+from optuna_mto._trial import SplitTrial
+from optuna_mto.integration._tracking import (
+    STATUS,
+    current_params,
+    report_metrics,
+    split_of,
+)
+
+__all__ = ["MLflowCallback"]
+
+_STUDY_TAG = "optuna_mto.study"
+_SPLIT_TAG = "optuna_mto.split"
+
+
+def _client(tracking_uri: str | None) -> Any:
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError as err:  # pragma: no cover - exercised only without the extra.
+        raise ImportError(
+            "MLflowCallback needs MLflow; install it with pip install 'optuna-mto[mlflow]'."
+        ) from err
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+@experimental_class("0.1.0")
+class MLflowCallback:
+    """Log each split of a study as one MLflow run: its curve, params and result.
+
+    Pass it to ``MTOStudy.optimize(..., callbacks=[MLflowCallback(...)])``. At every
+    report it logs the split's score (``metric_name``), whether a transfer was kept
+    and the current value of every numeric hyperparameter (``hparams/<name>``, so PBT's
+    schedule shows as curves); when the split ends, its sampled params (and the current
+    values as ``hparams.current.<name>`` tags), the trial's value (``trial_value``), its
+    cross-split mean, and the run's status (FINISHED, KILLED for a pruned split,
+    FAILED). A retried split continues the same run. Runs are tagged
+    ``optuna_mto.study`` and ``optuna_mto.split``, and use MLflow's client API only
+    (no active-run globals), so threads and processes can log side by side.
+
+    Args:
+        tracking_uri: MLflow tracking URI, e.g. ``"sqlite:///mlflow.db"`` or a server
+            URL; default: MLflow's own default (``MLFLOW_TRACKING_URI``).
+        experiment_name: The experiment (created if missing); default: the study name.
+        metric_name: Name of the reported score.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        metric_name: str = "value",
+    ) -> None:
+        if not isinstance(metric_name, str) or not metric_name:
+            raise ValueError(f"metric_name must be a non-empty string, but got {metric_name!r}.")
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.metric_name = metric_name
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, int], str] = {}
+        self._client_obj: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Process workers get a copy without the lock, client and run cache.
+        return {k: v for k, v in self.__dict__.items() if k in (
+            "tracking_uri", "experiment_name", "metric_name")}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()
+
+    @property
+    def client(self) -> Any:
+        """The ``mlflow.tracking.MlflowClient`` in use."""
+        if self._client_obj is None:
+            self._client_obj = _client(self.tracking_uri)
+        return self._client_obj
+
+    def run_id(self, study_name: str, split: int) -> str:
+        """Return the run of ``split`` (found by its tags, or created)."""
+        key = (study_name, split)
+        with self._lock:
+            if key in self._runs:
+                return self._runs[key]
+            client = self.client
+            name = self.experiment_name or study_name
+            experiment = client.get_experiment_by_name(name)
+            experiment_id = (
+                client.create_experiment(name) if experiment is None else experiment.experiment_id
+            )
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{_STUDY_TAG}` = '{study_name}' and "
+                f"tags.`{_SPLIT_TAG}` = '{split}'",
+                max_results=1,
+            )
+            if found:
+                run_id = found[0].info.run_id
+                client.update_run(run_id, status="RUNNING")
+            else:
+                tags = {_STUDY_TAG: study_name, _SPLIT_TAG: str(split)}
+                run = client.create_run(
+                    experiment_id, run_name=f"{study_name}-split{split}", tags=tags
+                )
+                run_id = run.info.run_id
+            self._runs[key] = run_id
+            return run_id
+
+    def on_report(self, trial: SplitTrial, result: ReportResult) -> None:
+        """Log one report of a split (called by ``optimize`` at every report)."""
+        study_name = trial.optuna_trial.study.study_name
+        run_id = self.run_id(study_name, trial.split)
+        for key, value in report_metrics(result, trial.current_params, self.metric_name).items():
+            self.client.log_metric(run_id, key, value, step=result.step)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Finish the split's run (called by ``optimize`` when the split ends)."""
+        split = split_of(trial)
+        if split is None:
+            return
+        run_id = self.run_id(study.study_name, split)
+        client = self.client
+        existing = client.get_run(run_id).data.params
+        for key, value in trial.params.items():
+            if key not in existing:
+                client.log_param(run_id, key, value)
+        for key, value in current_params(trial).items():
+            client.set_tag(run_id, f"hparams.current.{key}", str(value))
+        client.set_tag(run_id, "optuna.trial_number", str(trial.number))
+        client.set_tag(run_id, "optuna.state", trial.state.name)
+        if trial.value is not None:
+            client.log_metric(run_id, "trial_value", float(trial.value))
+        scores = trial.user_attrs.get("cross_split_scores")
+        if scores:
+            client.log_metric(run_id, "cross_split_mean", sum(scores) / len(scores))
+        client.set_terminated(run_id, status=STATUS.get(trial.state, "FAILED"))
+        with self._lock:
+            self._runs.pop((study.study_name, split), None)

@@ -1,0 +1,114 @@
+"""MLflowCallback and TensorBoardCallback: real stores and event files, read back."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import pytest
+from _models import adam_suggested, digits_trainer
+from optuna.trial import TrialState
+
+import optuna_mto
+from optuna_mto.transfer import GreedyTransfer, NoTransfer
+
+EPOCHS = 2
+
+
+class Recorder:
+    """An Optuna-style callback that also takes every report."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, int, TrialState]] = []
+        self.reports: list[tuple[int, int, float]] = []
+
+    def on_report(self, trial, result) -> None:
+        self.reports.append((trial.split, result.step, result.fitness))
+
+    def __call__(self, study, trial) -> None:
+        assert isinstance(study, optuna.Study)
+        self.ended.append((study.study_name, trial.system_attrs["mto:split"], trial.state))
+
+
+def test_mlflow_one_run_per_split_with_its_curve(study_name, digits, tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from optuna_mto.integration import MLflowCallback
+
+    x, y = digits
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=GreedyTransfer(donor="uniform"),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )  # fmt: skip
+    recorder = Recorder()
+    trainer = digits_trainer(x, y, epochs=EPOCHS, optimizer_fn=adam_suggested)
+    study.optimize(
+        trainer, n_jobs=2, executor="thread", dashboard=False,
+        callbacks=[MLflowCallback(tracking_uri=uri, experiment_name="mto"), recorder],
+    )  # fmt: skip
+    assert sorted(recorder.ended) == [(study_name, 0, TrialState.COMPLETE),
+                                      (study_name, 1, TrialState.COMPLETE)]  # fmt: skip
+    assert sorted((s, step) for s, step, _ in recorder.reports) == [
+        (s, e) for s in range(2) for e in range(EPOCHS)
+    ]
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mto").experiment_id])
+    assert len(runs) == 2
+    trials = {t.system_attrs["mto:split"]: t for t in study.study.get_trials()}
+    for run in runs:
+        split = int(run.data.tags["optuna_mto.split"])
+        trial = trials[split]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["optuna_mto.study"] == study_name
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+        history = client.get_metric_history(run.info.run_id, "value")
+        assert sorted(m.step for m in history) == list(range(EPOCHS))
+        by_step = {m.step: m.value for m in history}
+        fitness = [f for s, _, f in sorted(recorder.reports) if s == split]
+        assert [by_step[e] for e in range(EPOCHS)] == pytest.approx(fitness)
+        lr_curve = client.get_metric_history(run.info.run_id, "hparams/lr")
+        assert len(lr_curve) == EPOCHS
+        assert run.data.metrics["trial_value"] == pytest.approx(trial.value)
+        assert "cross_split_mean" in run.data.metrics
+
+
+def test_tensorboard_event_files_per_split_from_process_workers(study_name, digits, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from optuna_mto.integration import TensorBoardCallback
+
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
+    callback = TensorBoardCallback(tmp_path / "tb")
+    trainer = digits_trainer(x, y, epochs=EPOCHS, optimizer_fn=adam_suggested)
+    # Process workers: each gets a pickled copy of the callback and writes its splits.
+    study.optimize(trainer, n_jobs=2, executor="process", dashboard=False, callbacks=[callback])
+    trials = {t.system_attrs["mto:split"]: t for t in study.study.get_trials()}
+    for split in range(2):
+        events = EventAccumulator(str(callback.split_dir(study_name, split)))
+        events.Reload()
+        values = events.Scalars("value")
+        assert [e.step for e in values] == list(range(EPOCHS))
+        assert [e.value for e in values] == pytest.approx(
+            [trials[split].intermediate_values[e] for e in range(EPOCHS)], rel=1e-6
+        )
+        lr = events.Scalars("hparams/lr")
+        assert lr[-1].value == pytest.approx(trials[split].params["lr"], rel=1e-6)
+
+
+def test_callbacks_must_be_callable(study_name, digits):
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=1, transfer=NoTransfer())
+    with pytest.raises(ValueError, match="callable as callback"):
+        study.optimize(digits_trainer(x, y, epochs=1), callbacks=["mlflow"])
+
+
+def test_tracker_callbacks_are_experimental(tmp_path):
+    from optuna_mto.integration import TensorBoardCallback
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TensorBoardCallback(tmp_path)
+    assert any(issubclass(w.category, optuna.exceptions.ExperimentalWarning) for w in caught)
