@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import optuna
@@ -49,6 +50,8 @@ class CrossSplitSummary:
             Off-diagonal values near 1 mean the cross-split mean is optimistic.
         selection: Each split's best model scored on the held-out selection set
             (NaN without one). When present, it ranks the splits.
+        outputs: Scores of the final outputs (chosen model, ensemble, uniform and
+            greedy soup) on the selection rows, once scored (see ``MTOStudy.ensemble``).
     """
 
     study_name: str
@@ -60,6 +63,7 @@ class CrossSplitSummary:
     proposed_transfers: list[int]
     overlap: np.ndarray | None = None
     selection: list[float] | None = None
+    outputs: dict[str, Any] | None = None
 
     @classmethod
     def from_study(cls, study: optuna.Study, n_splits: int) -> CrossSplitSummary:
@@ -89,9 +93,10 @@ class CrossSplitSummary:
                 overlap[split, : len(seen)] = seen
             selection[split] = float(trial.system_attrs.get("mto:selection_score", math.nan))
         direction = study.direction.name.lower()
+        outputs = study._storage.get_study_system_attrs(study._study_id).get("mto:outputs")
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
-            selection,
+            selection, outputs,
         )  # fmt: skip
 
     @property
@@ -169,10 +174,39 @@ class CrossSplitSummary:
         )
         if self.uses_selection:
             note += "; select: score on the held-out selection set (ranks the models)"
-        return "\n".join([title, *lines, note])
+        return "\n".join([title, *lines, note, *self._outputs_lines()])
+
+    def _outputs_lines(self) -> list[str]:
+        if not self.outputs:
+            return []
+        lines = [
+            f"Final outputs on the {self.outputs['rows']} selection rows (no split trained on "
+            "them):"
+        ]
+        for key, label in _OUTPUTS:
+            entry = self.outputs.get(key)
+            if entry is None:
+                continue
+            if "score" in entry:
+                lines.append(f"  {label:<13}{_fmt(entry['score'])}  splits {entry['splits']}")
+            else:
+                why = "members share no ancestry" if "ancestry" in entry["error"] else "not scored"
+                lines.append(f"  {label:<13}refused ({why})")
+        lines.append(
+            "  (the chosen model and the greedy soup were picked on these rows: optimistic)"
+        )
+        return lines
 
     def __str__(self) -> str:
         return self.to_table()
+
+
+_OUTPUTS = (
+    ("single", "chosen model"),
+    ("ensemble", "ensemble"),
+    ("uniform_soup", "uniform soup"),
+    ("greedy_soup", "greedy soup"),
+)
 
 
 def _fmt(value: float, spec: str = "{:.4f}") -> str:
