@@ -25,6 +25,8 @@ COLORS = {
 def plot_quality(data: dict[str, Any], path: Path) -> None:
     """Draw the two panels of one setting's results into ``path``."""
     rows = data["summary"]["table"]
+    if not rows:  # no baseline in this file (e.g. a run of extra methods): nothing to pair
+        return
     width, height = 1100, max(420, 70 + 22 * len(rows))
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)

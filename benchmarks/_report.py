@@ -26,20 +26,29 @@ def _ci(stat: dict[str, Any]) -> str:
 
 
 def markdown(setting: str) -> str:
+    """Tables of ``setting``; runs of ``quality_<setting>_*.json`` files are merged in."""
     data = json.loads((RESULTS / f"quality_{setting}.json").read_text())
+    extra = sorted(RESULTS.glob(f"quality_{setting}_*.json"))
+    if extra:
+        from quality import summarise
+
+        for path in extra:
+            data["runs"] += json.loads(path.read_text())["runs"]
+        data["summary"] = summarise(data["runs"])
     summary, protocol = data["summary"], data["protocol"]
     n = max(r["n"] for r in summary["table"])
     lines = [
         f"**{setting}** ({n} paired seeds, {protocol['epochs']} epochs, K={protocol['k']}, "
         f"transfer every {protocol['interval']} epochs)",
         "",
-        "| method / output | test acc. mean | worst seed | diff to independent/single, "
-        "points (95% CI) | worst diff | diversity | diverged splits | epochs | kept/tried |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method / output | seeds | test acc. mean | worst seed | diff to independent/single, "
+        "points (95% CI) | worst diff | diversity | splits < 20% | epochs | kept/tried |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in summary["table"]:
         lines.append(
-            f"| {r['method']} / {r['output']} | {r['mean']:.4f} | {r['worst']:.4f} | {_ci(r)} | "
+            f"| {r['method']} / {r['output']} | {r['n']} | {r['mean']:.4f} | {r['worst']:.4f} | "
+            f"{_ci(r)} | "
             f"{_pts(r['worst_diff'])} | {r['diversity_final']:.3f} | {r['diverged']} | "
             f"{r['train_epochs']:.0f} | {r['kept']}/{r['tried']} |"
         )
@@ -72,6 +81,15 @@ def markdown(setting: str) -> str:
             f"{np.mean(top):.0%} of receivers (chance {1 / (protocol['k'] - 1):.0%}); mean "
             f"spread of final scores {np.mean(spread):.2f}; explorers kept {kept}/{judged}."
         )
+    stalled = {}
+    for r in data["runs"]:
+        low = sum(m < 0.5 for m in r["members"])
+        stalled[r["method"]] = stalled.get(r["method"], 0) + low
+    lines.append(
+        "Split models below 50% test accuracy at the end (stalled), summed over seeds: "
+        + "; ".join(f"{m} {v}" for m, v in stalled.items())
+        + "."
+    )
     forced = [r["outputs"].get("uniform_soup_forced") for r in data["runs"]]
     forced = [f for f in forced if f is not None]
     if forced:

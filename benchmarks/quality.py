@@ -349,11 +349,12 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=1200, help="mnist training digits")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None)
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    out = RESULTS / f"quality_{args.setting}.json"
+    out = RESULTS / f"quality_{args.setting}{args.tag}.json"
     if args.plot_only:
         data = json.loads(out.read_text())
         from _plot import plot_quality
