@@ -435,7 +435,9 @@ class SplitTrial:
 
         gate = shared.manager.gate
         rows = self._gate_rows(gate, record.lineage or [donor])
-        before = value if rows is None else self.evaluate(self._model, rows)  # type: ignore[arg-type]
+        before = value
+        if rows is not None and len(rows):
+            before = self.evaluate(self._model, rows)  # type: ignore[arg-type]
 
         def event(operator: str, after: float, accepted: bool, **extra: Any) -> TransferEvent:
             return TransferEvent(
@@ -474,6 +476,12 @@ class SplitTrial:
         """Rows a candidate is judged on; None for the own validation set."""
         plan = self._shared.plan
         if gate == "selection":
+            if not len(plan.selection):
+                raise ValueError(
+                    "The transfer manager judges candidates on gate='selection', but the study "
+                    "has no selection set: create it with selection_fraction > 0 (e.g. 0.1), "
+                    "or use gate='unseen'."
+                )
             return plan.selection
         if gate != "unseen":
             return None

@@ -173,3 +173,11 @@ def test_amto_loss_criterion_needs_a_loss_function(digits, study_name):
     study = _study(study_name, AdaptiveTransfer(criterion="loss"))
     with pytest.raises(ValueError, match="criterion='loss'.* no evaluate_loss"):
         study.optimize(objective, dataset=(x, y), evaluate=trainer.evaluate)
+
+
+def test_selection_gate_needs_a_selection_set(digits, study_name):
+    x, y = digits
+    trainer = digits_trainer(x, y, epochs=2)
+    study = _study(study_name, GreedyTransfer(gate="selection", only_better=False))
+    with pytest.raises(ValueError, match="gate='selection'.*selection_fraction > 0"):
+        study.optimize(trainer, executor="thread", dashboard=False)
