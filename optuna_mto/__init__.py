@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from optuna_mto import checkpoints, transfer
 from optuna_mto._config import StudyConfig
+from optuna_mto._ensemble import Ensemble
 from optuna_mto._errors import (
     CheckpointError,
     ConfigConflictError,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigConflictError",
     "CrossSplitSummary",
     "DatasetMismatchError",
+    "Ensemble",
     "Explorer",
     "KFoldSplitter",
     "MTOError",

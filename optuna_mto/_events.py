@@ -30,6 +30,8 @@ class TransferEvent:
         accepted: Whether the candidate replaced the receiver's weights.
         reason: Why nothing was tried (``""`` when a candidate was scored).
         hparams: Hyperparameters changed after the transfer, ``name: [old, new]``.
+        judged_on: Rows ``before`` and ``after`` were scored on: ``"own"`` validation
+            set, ``"unseen"`` validation rows or ``"selection"`` set (the manager's gate).
     """
 
     step: int
@@ -43,6 +45,7 @@ class TransferEvent:
     accepted: bool
     reason: str = ""
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    judged_on: str = "own"
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON form (NaN becomes None)."""

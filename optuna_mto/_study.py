@@ -19,7 +19,7 @@ import torch
 from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
-from optuna_mto import _execution
+from optuna_mto import _ensemble, _execution
 from optuna_mto._board import Blackboard, records_from_attrs
 from optuna_mto._claims import ClaimTable, utc_now
 from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
@@ -328,6 +328,7 @@ class MTOStudy:
             raise
         if deadline is None:
             self._raise_if_given_up(after_run=True)
+        _ensemble.score_outputs_after_optimize(self, objective, evaluate)
 
     def _raise_if_given_up(self, after_run: bool = False) -> None:
         """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
@@ -439,6 +440,37 @@ class MTOStudy:
                 study_or_trial=self.study,
             )  # fmt: skip
         return path
+
+    def ensemble(
+        self, model_fn: Callable[[], torch.nn.Module], **kwargs: Any
+    ) -> _ensemble.Ensemble:
+        """Return one module averaging the finished splits' models (see ``_ensemble``).
+
+        Args:
+            model_fn: Builds one (plain) model of the splits' architecture.
+            **kwargs: ``splits`` (default: all finished), ``combine`` (``"softmax"`` for
+                classifiers, ``"mean"`` for regression), ``map_location``.
+        """
+        return _ensemble.build_ensemble(self, model_fn, **kwargs)
+
+    def soup(
+        self, model_fn: Callable[[], torch.nn.Module], method: str = "greedy", **kwargs: Any
+    ) -> tuple[torch.nn.Module, list[int], float]:
+        """Average the splits' weights: ``"uniform"`` or ``"greedy"`` soup (see ``_ensemble``).
+
+        Refused (ValueError) when the members share no ancestry. Returns the model, the
+        splits in it and its score (the greedy soup is scored on the selection rows).
+
+        Args:
+            model_fn: Builds one (plain) model of the splits' architecture.
+            method: ``"uniform"`` (all finished splits) or ``"greedy"``.
+            **kwargs: ``evaluate``, ``indices`` (default: the selection rows), ``splits``,
+                ``check_ancestry``.
+        """
+        if "indices" not in kwargs:
+            info = _system_attrs(self.study).get(DATASET_KEY)
+            kwargs["indices"] = None if info is None else self.selection_indices(info["n_samples"])
+        return _ensemble.build_soup(self, model_fn, method, **kwargs)
 
     def records(self) -> dict[int, Any]:
         """Return the latest published record of each split (the blackboard)."""

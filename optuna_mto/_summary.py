@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import optuna
@@ -54,6 +55,8 @@ class CrossSplitSummary:
             built from trials alone).
         pruned: Per split, True if its run was pruned (``optuna.TrialPruned``): it has
             no cross-split scores, is not ranked, and its row says ``pruned``.
+        outputs: Scores of the final outputs (chosen model, ensemble, uniform and
+            greedy soup) on the selection rows, once scored (see ``MTOStudy.ensemble``).
     """
 
     study_name: str
@@ -67,6 +70,7 @@ class CrossSplitSummary:
     selection: list[float] | None = None
     states: list[str] | None = None
     pruned: list[bool] | None = None
+    outputs: dict[str, Any] | None = None
 
     @classmethod
     def from_study(
@@ -100,9 +104,10 @@ class CrossSplitSummary:
                 overlap[split, : len(seen)] = seen
             selection[split] = float(trial.system_attrs.get("mto:selection_score", math.nan))
         direction = study.direction.name.lower()
+        outputs = study._storage.get_study_system_attrs(study._study_id).get("mto:outputs")
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
-            selection, states, pruned,
+            selection, states, pruned, outputs,
         )  # fmt: skip
 
     @property
@@ -202,10 +207,39 @@ class CrossSplitSummary:
         )
         if self.uses_selection:
             note += "; select: score on the held-out selection set (ranks the models)"
-        return "\n".join([title, *lines, note])
+        return "\n".join([title, *lines, note, *self._outputs_lines()])
+
+    def _outputs_lines(self) -> list[str]:
+        if not self.outputs:
+            return []
+        lines = [
+            f"Final outputs on the {self.outputs['rows']} selection rows (no split trained on "
+            "them):"
+        ]
+        for key, label in _OUTPUTS:
+            entry = self.outputs.get(key)
+            if entry is None:
+                continue
+            if "score" in entry:
+                lines.append(f"  {label:<13}{_fmt(entry['score'])}  splits {entry['splits']}")
+            else:
+                why = "members share no ancestry" if "ancestry" in entry["error"] else "not scored"
+                lines.append(f"  {label:<13}refused ({why})")
+        lines.append(
+            "  (the chosen model and the greedy soup were picked on these rows: optimistic)"
+        )
+        return lines
 
     def __str__(self) -> str:
         return self.to_table()
+
+
+_OUTPUTS = (
+    ("single", "chosen model"),
+    ("ensemble", "ensemble"),
+    ("uniform_soup", "uniform soup"),
+    ("greedy_soup", "greedy soup"),
+)
 
 
 def _fmt(value: float, spec: str = "{:.4f}") -> str:

@@ -240,6 +240,23 @@ class SupervisedTrainer:
             return float("nan")
         return float(total) / count
 
+    def evaluate_loss(self, model: nn.Module, indices: np.ndarray) -> float:
+        """Return the mean ``loss_fn`` of ``model`` on the rows ``indices`` (lower is better).
+
+        The transfer criterion of ``AdaptiveTransfer(criterion="loss")``.
+        """
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+        with torch.no_grad():
+            for inputs, labels in self._batches(indices, self.eval_batch_size, None):
+                inputs, labels = inputs.to(device), labels.to(device)
+                total += self.loss_fn(model(inputs), labels).double() * len(labels)
+                count += len(labels)
+        model.train(was_training)
+        return float(total) / count if count else float("nan")
+
     def __call__(self, trial: SplitTrial) -> None:
         """Train split ``trial.split``, reporting the validation metric every epoch.
 

@@ -75,6 +75,9 @@ class _Shared:
     manager: BaseTransferManager
     evaluate: EvaluateFn | None
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: ``loss(model, indices) -> float`` (lower is better), for managers whose transfer
+    #: criterion is the validation loss (``AdaptiveTransfer(criterion="loss")``).
+    loss: EvaluateFn | None = None
 
 
 @dataclasses.dataclass
@@ -475,13 +478,13 @@ class SplitTrial:
             records = self._read_board(step)
             if manager.uses_explorer:
                 event = self._resolve_explorer(step, value)
-                if event is not None:
-                    fitness = event.after if event.accepted else value
+                if event is not None and event.accepted:
+                    fitness = event.after if event.judged_on == "own" else self.evaluate(model)
                 self._new_explorer(step, fitness, records)
             else:
                 event = self._try_transfer(step, value, records)
                 if event is not None and event.accepted:
-                    fitness = event.after
+                    fitness = event.after if event.judged_on == "own" else self.evaluate(model)
         ref = self._checkpoint(step, fitness)
         return self._reported(ReportResult(step, fitness, event, ref))
 
@@ -549,12 +552,20 @@ class SplitTrial:
             return None  # already scored these exact weights
         self._tried.add(record.checkpoint.artifact_id)
 
+        gate = shared.manager.gate
+        rows = self._gate_rows(gate, record.lineage or [donor])
+        before = value
+        if rows is not None and len(rows):
+            before = self.evaluate(self._model, rows)  # type: ignore[arg-type]
+
         def event(operator: str, after: float, accepted: bool, **extra: Any) -> TransferEvent:
             return TransferEvent(
                 step, self._split, donor, record.trial_number, record.step,
-                operator, value, after, accepted, **extra,
+                operator, before, after, accepted, judged_on=gate, **extra,
             )  # fmt: skip
 
+        if rows is not None and len(rows) == 0:
+            return self._record(event("none", math.nan, False, reason=f"no {gate} rows"))
         donor_state = self._load_donor(record)
         if isinstance(donor_state, str):
             return self._record(event("none", math.nan, False, reason=donor_state))
@@ -562,13 +573,13 @@ class SplitTrial:
         best: tuple[str, float, dict[str, Any]] | None = None
         for label, candidate in shared.manager.candidates(own, donor_state, context):
             self._apply(candidate)
-            score = self.evaluate(self._model)  # type: ignore[arg-type]
+            score = self.evaluate(self._model, rows)  # type: ignore[arg-type]
             if best is None or is_better(score, best[1], shared.direction):
                 best = (label, score, candidate)
         if best is None:
             self._apply(own)
             return None
-        accepted = shared.manager.accept(value, best[1], shared.direction)
+        accepted = shared.manager.accept(before, best[1], shared.direction)
         if not accepted:
             self._apply(own)
             return self._record(event(best[0], best[1], False))
@@ -585,13 +596,55 @@ class SplitTrial:
         self._lineage = sorted(set(self._lineage) | set(record.lineage or [donor]))
         return self._record(event(best[0], best[1], True, hparams=hparams))
 
+    def _gate_rows(self, gate: str, donor_lineage: list[int]) -> np.ndarray | None:
+        """Rows a candidate is judged on; None for the own validation set."""
+        plan = self._shared.plan
+        if gate == "selection":
+            if not len(plan.selection):
+                raise ValueError(
+                    "The transfer manager judges candidates on gate='selection', but the study "
+                    "has no selection set: create it with selection_fraction > 0 (e.g. 0.1), "
+                    "or use gate='unseen'."
+                )
+            return plan.selection
+        if gate != "unseen":
+            return None
+        seen = np.zeros(plan.n_samples, dtype=bool)
+        for source in set(donor_lineage) | set(self._lineage):
+            seen[plan.split(source)[0]] = True
+        return self._valid[~seen[self._valid]]
+
+    def _judge(self, model: torch.nn.Module) -> float:
+        """Score ``model`` on the manager's transfer criterion (own validation rows)."""
+        if getattr(self._shared.manager, "criterion", "metric") != "loss":
+            return self.evaluate(model)
+        loss = self._shared.loss
+        if loss is None:
+            raise ValueError(
+                "The transfer manager judges on criterion='loss', but the objective has no "
+                "evaluate_loss(model, indices) method; use optuna_mto.SupervisedTrainer or "
+                "give the objective one, or use criterion='metric'."
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return float(loss(model, self._valid))
+        finally:
+            model.train(was_training)
+
     def _resolve_explorer(self, step: int, value: float) -> TransferEvent | None:
         """Judge the explorer trained since the last transfer step (AMTO)."""
         explorer, self._explorer = self._explorer, None
         if explorer is None:
             return None
         direction = self._shared.direction
-        score = self.evaluate(explorer.model)
+        judged_on = "own"
+        if getattr(self._shared.manager, "criterion", "metric") == "loss":
+            judged_on, direction = "loss", "minimize"
+            assert self._model is not None
+            value = self._judge(self._model)
+        score = self._judge(explorer.model)
         source = explorer.source
         self._relations[source] = update_relation(
             self._relations.get(source, 0.0), value, score, direction
@@ -618,6 +671,7 @@ class SplitTrial:
                 value,
                 score,
                 accepted,
+                judged_on=judged_on,
             )  # fmt: skip
         )
 

@@ -104,6 +104,7 @@ class Worker:
             manager=study.transfer,
             evaluate=job.evaluate,
             stop=job.stop,
+            loss=getattr(job.objective, "evaluate_loss", None),
         )
         while not job.stop.is_set():
             claim = self._claim()

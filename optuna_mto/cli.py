@@ -121,7 +121,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_transfers(args: argparse.Namespace) -> int:
     events = _open(args).transfers()
     fields = ["step", "receiver", "donor", "donor_trial", "donor_step", "operator",
-              "before", "after", "accepted", "reason", "hparams"]  # fmt: skip
+              "before", "after", "accepted", "reason", "hparams", "judged_on"]  # fmt: skip
     rows = [{**e.to_dict(), "hparams": json.dumps(e.hparams) if e.hparams else ""} for e in events]
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=fields)

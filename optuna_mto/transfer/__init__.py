@@ -15,9 +15,11 @@ from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_st
 from optuna_mto.transfer._pbt import PBTTransfer, explore_value
 from optuna_mto.transfer._selection import (
     is_better,
+    is_better_by,
     select_best,
     select_tournament,
     select_uniform,
+    truncation_donors,
 )
 
 __all__ = [
@@ -33,10 +35,12 @@ __all__ = [
     "from_params",
     "interpolate_state",
     "is_better",
+    "is_better_by",
     "select_best",
     "select_tournament",
     "select_uniform",
     "softmax_select",
+    "truncation_donors",
     "update_relation",
 ]
 

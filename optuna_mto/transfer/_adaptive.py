@@ -13,6 +13,8 @@ from optuna_mto.transfer._base import BaseTransferManager, TransferContext
 
 __all__ = ["AdaptiveTransfer", "softmax_select", "update_relation"]
 
+_CRITERIA = ("metric", "loss")
+
 
 def softmax_select(
     scores: Mapping[int, float], temperature: float, rng: np.random.Generator
@@ -62,6 +64,12 @@ class AdaptiveTransfer(BaseTransferManager):
         interval: Report steps between transfer steps (one explorer per interval).
         warmup: First report step at which an explorer is created.
         temperature: Softmax temperature of source selection (> 0).
+        criterion: What explorers are judged and relations updated on: ``"metric"``
+            (the study's metric, e.g. accuracy; its tied, tiny differences barely move
+            the relation scores) or ``"loss"`` (the validation loss, as in the paper;
+            needs an objective with ``evaluate_loss(model, indices)``, such as
+            :class:`~optuna_mto.SupervisedTrainer`). Splits are ranked by the metric
+            either way.
         synchronous: Wait for the others at transfer steps (see base class).
         sync_timeout: Longest wait in synchronous mode.
     """
@@ -72,6 +80,7 @@ class AdaptiveTransfer(BaseTransferManager):
         interval: int = 1,
         warmup: int = 1,
         temperature: float = 1.0,
+        criterion: str = "metric",
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
@@ -79,7 +88,12 @@ class AdaptiveTransfer(BaseTransferManager):
             interval=interval, warmup=warmup, synchronous=synchronous, sync_timeout=sync_timeout
         )
         check_number("temperature", temperature, 0, low_open=True)
+        if criterion not in _CRITERIA:
+            raise ValueError(
+                f"criterion must be one of {_CRITERIA}, but got criterion={criterion!r}."
+            )
         self.temperature = float(temperature)
+        self.criterion = criterion
 
     @property
     def uses_explorer(self) -> bool:
@@ -93,4 +107,7 @@ class AdaptiveTransfer(BaseTransferManager):
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments."""
-        return {**super().get_params(), "temperature": self.temperature}
+        params = {**super().get_params(), "temperature": self.temperature}
+        if self.criterion != "metric":
+            params["criterion"] = self.criterion
+        return params

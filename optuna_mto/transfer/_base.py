@@ -11,7 +11,10 @@ import numpy as np
 from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._selection import is_better
 
-__all__ = ["BaseTransferManager", "Candidate", "TransferContext"]
+__all__ = ["GATES", "BaseTransferManager", "Candidate", "TransferContext"]
+
+#: Rows a transfer candidate may be judged on (see :attr:`BaseTransferManager.gate`).
+GATES = ("own", "unseen", "selection")
 
 #: A candidate state: a label for the event log, and the state to try.
 Candidate = tuple[str, dict[str, Any]]
@@ -91,6 +94,10 @@ class BaseTransferManager(abc.ABC):
         self.warmup = warmup
         self.synchronous = bool(synchronous)
         self.sync_timeout = float(sync_timeout)
+
+    #: Rows candidates are judged on: ``"own"`` validation set, the ``"unseen"`` part of
+    #: it (rows neither model's lineage trained on) or the ``"selection"`` set.
+    gate: str = "own"
 
     @property
     def enabled(self) -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from optuna_mto._validation import check_int
-from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
+from optuna_mto._validation import check_int, check_number
+from optuna_mto.transfer._base import GATES, BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._selection import (
     is_better,
+    is_better_by,
     select_best,
     select_tournament,
     select_uniform,
+    truncation_donors,
 )
 
 __all__ = ["GreedyTransfer", "NoTransfer"]
@@ -37,6 +39,16 @@ class GreedyTransfer(BaseTransferManager):
             receiver's own (saves an evaluation when no donor looks better).
         copy_optimizer: Also take the donor's optimizer (and LR scheduler) state.
         tournament_size: Number of splits drawn by the ``"tournament"`` rule.
+        truncation: PBT-style truncation, e.g. 0.25: only a split in the bottom quantile
+            of the population may copy, and only from the top quantile (None: any split
+            may copy from any better one, which tends to collapse the population).
+        margin: Keep a candidate only if it beats the receiver by more than this
+            (in the metric's units; 0 keeps any strict improvement).
+        gate: Rows a candidate is judged on: ``"own"`` (the receiver's validation set,
+            as in the paper; the donor has trained on most of it), ``"unseen"`` (the
+            receiver's validation rows that neither model's lineage trained on) or
+            ``"selection"`` (the held-out selection set; it then also steers training,
+            so the selection ranking becomes optimistic).
         synchronous: Wait for the other splits at each transfer step (see
             :class:`BaseTransferManager`).
         sync_timeout: Longest wait in seconds in synchronous mode.
@@ -51,12 +63,23 @@ class GreedyTransfer(BaseTransferManager):
         only_better: bool = True,
         copy_optimizer: bool = True,
         tournament_size: int = 2,
+        truncation: float | None = None,
+        margin: float = 0.0,
+        gate: str = "own",
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
         super().__init__(
             interval=interval, warmup=warmup, synchronous=synchronous, sync_timeout=sync_timeout
         )
+        if truncation is not None:
+            check_number("truncation", truncation, 0, 0.5, low_open=True)
+        check_number("margin", margin, 0)
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, but got gate={gate!r}.")
+        self.truncation = None if truncation is None else float(truncation)
+        self.margin = float(margin)
+        self.gate = gate
         if donor not in _DONOR_RULES:
             raise ValueError(f"donor must be one of {_DONOR_RULES}, but got donor={donor!r}.")
         check_int("tournament_size", tournament_size, 1)
@@ -68,6 +91,11 @@ class GreedyTransfer(BaseTransferManager):
     def choose_donor(self, context: TransferContext) -> int | None:
         """Pick a donor by the configured rule; None if none qualifies."""
         others = context.others
+        if self.truncation is not None:
+            allowed = truncation_donors(
+                others, context.receiver, context.fitness, self.truncation, context.direction
+            )
+            others = {k: others[k] for k in allowed}
         if self.donor == "best":
             donor = select_best(others, context.direction)
         elif self.donor == "tournament":
@@ -79,6 +107,10 @@ class GreedyTransfer(BaseTransferManager):
         if self.only_better and not is_better(others[donor], context.fitness, context.direction):
             return None
         return donor
+
+    def accept(self, before: float, after: float, direction: str) -> bool:
+        """Keep a candidate that beats the receiver by more than ``margin``."""
+        return is_better_by(after, before, self.margin, direction)
 
     def candidates(
         self, own: dict[str, Any], donor: dict[str, Any], context: TransferContext
@@ -98,6 +130,9 @@ class GreedyTransfer(BaseTransferManager):
             "only_better": self.only_better,
             "copy_optimizer": self.copy_optimizer,
             "tournament_size": self.tournament_size,
+            **({"truncation": self.truncation} if self.truncation is not None else {}),
+            **({"margin": self.margin} if self.margin else {}),
+            **({"gate": self.gate} if self.gate != "own" else {}),
         }
 
 

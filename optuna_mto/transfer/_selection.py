@@ -7,7 +7,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["is_better", "select_best", "select_tournament", "select_uniform"]
+__all__ = [
+    "is_better",
+    "is_better_by",
+    "select_best",
+    "select_tournament",
+    "select_uniform",
+    "truncation_donors",
+]
 
 
 def is_better(a: float, b: float, direction: str) -> bool:
@@ -20,6 +27,39 @@ def is_better(a: float, b: float, direction: str) -> bool:
     if math.isnan(b):
         return True
     return a > b if direction == "maximize" else a < b
+
+
+def is_better_by(a: float, b: float, margin: float, direction: str) -> bool:
+    """Return True if ``a`` beats ``b`` by more than ``margin`` in ``direction``.
+
+    A finite ``a`` always beats a NaN ``b`` (a diverged model is replaced by any other).
+    """
+    if math.isnan(b):
+        return not math.isnan(a)
+    return is_better(a, b + margin if direction == "maximize" else b - margin, direction)
+
+
+def truncation_donors(
+    fitness: Mapping[int, float], receiver: int, own: float, quantile: float, direction: str
+) -> list[int]:
+    """PBT truncation: the top-quantile donors if the receiver is in the bottom quantile.
+
+    The population is the other splits' ``fitness`` plus the receiver's ``own`` score;
+    NaN (a diverged split) ranks last. With ``n = ceil(quantile * population)`` (at most
+    half of it), the receiver may copy only if it is among the ``n`` worst, and only
+    from the ``n`` best. Everyone else keeps training on its own weights, which keeps
+    the population diverse.
+
+    Returns:
+        The allowed donors (best first), or an empty list when the receiver may not copy.
+    """
+    population = {**fitness, receiver: own}
+    ranked = _ranked(population, direction)
+    ranked += sorted(k for k, v in population.items() if math.isnan(v))
+    n = min(math.ceil(quantile * len(ranked)), len(ranked) // 2)
+    if n < 1 or receiver not in ranked[-n:]:
+        return []
+    return [k for k in ranked[:n] if k != receiver]
 
 
 def _ranked(fitness: Mapping[int, float], direction: str) -> list[int]:

@@ -6,9 +6,10 @@ Like :mod:`optuna.visualization`, each ``plot_*`` function takes a study (here a
 - :func:`plot_fitness`: each split's validation score per step, with its transfers;
 - :func:`plot_transfer_graph`: who gave weights to whom, kept/tried per pair;
 - :func:`plot_cross_split`: the K x K cross-split matrix, rows in ranking order;
-- :func:`plot_relations`: relation scores recorded by an adaptive transfer strategy.
+- :func:`plot_relations`: relation scores recorded by an adaptive transfer strategy;
+- :func:`plot_diversity`: distinct weight families per step (population collapse).
 
-:func:`publish_to_dashboard` saves all four and a summary note into the study, where
+:func:`publish_to_dashboard` saves all five and a summary note into the study, where
 optuna-dashboard shows them on the study's page; :func:`refresh_dashboard` does the
 same at most every N seconds and never raises, for use while the study runs.
 """
@@ -23,6 +24,7 @@ from optuna_mto.visualization._dashboard import (
     publish_to_dashboard,
     refresh_dashboard,
 )
+from optuna_mto.visualization._diversity import plot_diversity, weight_families
 from optuna_mto.visualization._fitness import plot_fitness
 from optuna_mto.visualization._relations import (
     NO_RELATIONS_MESSAGE,
@@ -39,6 +41,7 @@ __all__ = [
     "DashboardRefresher",
     "dashboard_note",
     "plot_cross_split",
+    "plot_diversity",
     "plot_fitness",
     "plot_relations",
     "plot_transfer_graph",
@@ -46,4 +49,5 @@ __all__ = [
     "refresh_dashboard",
     "relation_scores",
     "transfer_counts",
+    "weight_families",
 ]

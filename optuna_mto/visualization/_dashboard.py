@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 from optuna_mto._logging import get_logger
 from optuna_mto.visualization._cross_split import plot_cross_split, ranked_rows
+from optuna_mto.visualization._diversity import plot_diversity
 from optuna_mto.visualization._fitness import plot_fitness
 from optuna_mto.visualization._relations import plot_relations
 from optuna_mto.visualization._transfer_graph import plot_transfer_graph
@@ -36,6 +37,7 @@ DASHBOARD_FIGURES: dict[str, Callable[[MTOStudy], go.Figure]] = {
     "mto-transfer-graph": plot_transfer_graph,
     "mto-cross-split": plot_cross_split,
     "mto-relations": plot_relations,
+    "mto-diversity": plot_diversity,
 }
 
 
@@ -106,10 +108,10 @@ def dashboard_note(study: MTOStudy) -> str:
 
 
 def publish_to_dashboard(study: MTOStudy) -> list[str]:
-    """Save the four figures and a summary note into the study for optuna-dashboard.
+    """Save the five figures and a summary note into the study for optuna-dashboard.
 
     The figures (:func:`plot_fitness`, :func:`plot_transfer_graph`,
-    :func:`plot_cross_split`, :func:`plot_relations`) are saved with
+    :func:`plot_cross_split`, :func:`plot_relations`, :func:`plot_diversity`) are saved with
     ``optuna_dashboard.save_plotly_graph_object`` under the fixed ids of
     :data:`DASHBOARD_FIGURES`, so publishing again replaces them rather than adding
     copies; the dashboard shows them on the study's main page. The study note

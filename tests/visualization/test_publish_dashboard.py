@@ -32,13 +32,13 @@ def small_study(storage_url, study_name, digits):
     return study
 
 
-def test_publishing_twice_replaces_the_four_figures_and_the_note(small_study):
+def test_publishing_twice_replaces_the_figures_and_the_note(small_study):
     ids = publish_to_dashboard(small_study)
     assert ids == list(DASHBOARD_FIGURES)
     first = _graph_objects(small_study)
     publish_to_dashboard(small_study)
     again = _graph_objects(small_study)
-    assert sorted(again) == sorted(DASHBOARD_FIGURES) and len(again) == 4
+    assert sorted(again) == sorted(DASHBOARD_FIGURES) and len(again) == 5
     assert again.keys() == first.keys()
     # What the dashboard serves is the figure itself.
     heatmap = again["mto-cross-split"]["data"][0]
@@ -77,7 +77,7 @@ def test_refresh_is_rate_limited_and_never_raises(tmp_path, monkeypatch, caplog)
         assert refresher(small_study) is False
     assert "database is gone" in caplog.text
     assert refresher(small_study) is False  # a failure also waits for the interval
-    assert len(_graph_objects(small_study)) == 4
+    assert len(_graph_objects(small_study)) == 5
 
     with caplog.at_level(logging.WARNING):
         assert refresh_dashboard(small_study, min_interval_s=0) is False

@@ -1,0 +1,104 @@
+"""Markdown tables of benchmarks/quality.py results, for the README.
+
+python benchmarks/_report.py mnist fragile noisy digits
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _pts(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _ci(stat: dict[str, Any]) -> str:
+    if stat.get("n", 0) < 2:
+        return "-"
+    return f"{_pts(stat['diff'])} ({_pts(stat['ci'][0])}, {_pts(stat['ci'][1])})"
+
+
+def markdown(setting: str) -> str:
+    """Tables of ``setting``; runs of ``quality_<setting>_*.json`` files are merged in."""
+    data = json.loads((RESULTS / f"quality_{setting}.json").read_text())
+    extra = sorted(RESULTS.glob(f"quality_{setting}_*.json"))
+    if extra:
+        from quality import summarise
+
+        for path in extra:
+            data["runs"] += json.loads(path.read_text())["runs"]
+        data["summary"] = summarise(data["runs"])
+    summary, protocol = data["summary"], data["protocol"]
+    n = max(r["n"] for r in summary["table"])
+    lines = [
+        f"**{setting}** ({n} paired seeds, {protocol['epochs']} epochs, K={protocol['k']}, "
+        f"transfer every {protocol['interval']} epochs)",
+        "",
+        "| method / output | seeds | test acc. mean | worst seed | diff to independent/single, "
+        "points (95% CI) | worst diff | diversity | splits < 20% | epochs | kept/tried |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in summary["table"]:
+        lines.append(
+            f"| {r['method']} / {r['output']} | {r['n']} | {r['mean']:.4f} | {r['worst']:.4f} | "
+            f"{_ci(r)} | "
+            f"{_pts(r['worst_diff'])} | {r['diversity_final']:.3f} | {r['diverged']} | "
+            f"{r['train_epochs']:.0f} | {r['kept']}/{r['tried']} |"
+        )
+    lines.append("")
+    ens = summary["ensemble_vs_single"]
+    parts = [f"{m} {_ci(s)}" for m, s in ens.items() if s.get("n")]
+    lines.append(
+        "Ensemble minus the same method's single model, points (95% CI): " + "; ".join(parts) + "."
+    )
+    best = summary["best_member"]
+    lines.append(
+        "Best of the K members on the test set (an oracle no method can pick): "
+        + "; ".join(f"{m} {v:.4f}" for m, v in best.items())
+        + "."
+    )
+    amto = summary.get("amto_vs_independent_2x", {})
+    if amto.get("n"):
+        lines.append(
+            f"AMTO minus independent_2x (same training epochs): single {_ci(amto)}, ensemble "
+            f"{_ci(summary['amto_ens_vs_independent_2x_ens'])} points."
+        )
+    relations = summary.get("relations") or []
+    if relations:
+        top = [r["top_is_best"] for r in relations if r["top_is_best"] is not None]
+        spread = [r["spread"] for r in relations if r["spread"] is not None]
+        kept = sum(r["explorers_kept"] for r in relations)
+        judged = sum(r["explorers"] for r in relations)
+        lines.append(
+            f"AMTO relations: the top-scored source is the best other split for "
+            f"{np.mean(top):.0%} of receivers (chance {1 / (protocol['k'] - 1):.0%}); mean "
+            f"spread of final scores {np.mean(spread):.2f}; explorers kept {kept}/{judged}."
+        )
+    stalled = {}
+    for r in data["runs"]:
+        low = sum(m < 0.5 for m in r["members"])
+        stalled[r["method"]] = stalled.get(r["method"], 0) + low
+    lines.append(
+        "Split models below 50% test accuracy at the end (stalled), summed over seeds: "
+        + "; ".join(f"{m} {v}" for m, v in stalled.items())
+        + "."
+    )
+    forced = [r["outputs"].get("uniform_soup_forced") for r in data["runs"]]
+    forced = [f for f in forced if f is not None]
+    if forced:
+        lines.append(
+            f"Uniform soups refused for lack of shared ancestry would have scored "
+            f"{np.mean(forced):.4f} on average ({len(forced)} runs)."
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print("\n\n".join(markdown(s) for s in sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Ensemble and soups of the K split models: pure helpers, then a real study on digits."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from _models import digits_trainer, tiny_mlp
+from torch import nn
+
+import optuna_mto
+from optuna_mto._ensemble import average_states, greedy_soup, shared_ancestry
+from optuna_mto.transfer import NoTransfer
+
+
+def test_ensemble_averages_softmax_and_round_trips_with_weights_only(tmp_path):
+    torch.manual_seed(0)
+    members = [tiny_mlp() for _ in range(3)]
+    ens = optuna_mto.Ensemble(members)
+    x = torch.randn(5, 64)
+    expected = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+    assert torch.allclose(ens(x).exp(), expected, atol=1e-6)
+    # cross-entropy on the output is the ensemble's negative log-likelihood
+    labels = torch.tensor([0, 1, 2, 3, 4])
+    nll = -expected[torch.arange(5), labels].log().mean()
+    assert torch.allclose(nn.functional.cross_entropy(ens(x), labels), nll, atol=1e-6)
+
+    path = ens.save(tmp_path / "sub" / "ens.pt")
+    loaded = optuna_mto.Ensemble.load(path, tiny_mlp, n_members=3)
+    assert torch.equal(loaded(x), ens(x))
+    assert not list(tmp_path.glob("sub/.*tmp"))  # the atomic write left no temp file
+
+    mean = optuna_mto.Ensemble(members, combine="mean")
+    assert torch.allclose(mean(x), torch.stack([m(x) for m in members]).mean(0))
+
+
+def test_ensemble_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="combine must be one of .* combine='vote'"):
+        optuna_mto.Ensemble([tiny_mlp()], combine="vote")
+    with pytest.raises(ValueError, match="at least one member"):
+        optuna_mto.Ensemble([])
+
+
+def test_average_states_means_floats_keeps_integers_and_checks_shapes():
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}
+    out = average_states([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))
+    assert out["n"].item() == 5
+    with pytest.raises(ValueError, match="no tensor 'w' of shape \\(2,\\)"):
+        average_states([a, {"w": torch.zeros(3), "n": torch.tensor(1)}])
+    with pytest.raises(ValueError, match="zero state_dicts"):
+        average_states([])
+
+
+def test_shared_ancestry_needs_a_split_common_to_every_lineage():
+    assert shared_ancestry({0: [0, 2], 1: [1, 2], 2: [2]})
+    assert not shared_ancestry({0: [0], 1: [1]})
+    assert not shared_ancestry({0: [0, 1], 1: [1, 2], 2: [2, 0]})  # pairwise, not common
+
+
+def test_greedy_soup_adds_a_member_only_when_the_score_improves():
+    target = torch.tensor([1.0])
+    states = [{"w": torch.tensor([1.2])}, {"w": torch.tensor([0.8])}, {"w": torch.tensor([5.0])}]
+
+    def score(state):  # closer to the target is better
+        return -float((state["w"] - target).abs())
+
+    kept, value = greedy_soup(states, score, "maximize")
+    assert kept == [0, 1]  # averaging 1.2 and 0.8 hits 1.0; adding 5.0 would hurt
+    assert value == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def independent_study(tmp_path_factory, digits):
+    x, y = digits
+    home = tmp_path_factory.mktemp("ens")
+    study = optuna_mto.create_study(
+        study_name="ens", storage=f"sqlite:///{home / 's.db'}", n_splits=3, seed=0,
+        transfer=NoTransfer(), selection_fraction=0.1, heartbeat_interval=None,
+        artifact_store=optuna_mto.checkpoints.AtomicFileSystemArtifactStore(home / "art"),
+    )  # fmt: skip
+    trainer = digits_trainer(x, y, epochs=3, seed=0)
+    study.optimize(trainer, executor="thread", dashboard=False)
+    return study, trainer
+
+
+def test_study_ensemble_and_outputs_in_the_summary(independent_study, digits, tmp_path):
+    study, trainer = independent_study
+    ens = study.ensemble(tiny_mlp)
+    assert len(ens.members) == 3
+    rows = study.selection_indices(len(digits[0]))
+    assert len(rows) == 180
+    singles = [trainer.evaluate(study.load_best_model(tiny_mlp(), s), rows) for s in range(3)]
+    ens_score = trainer.evaluate(ens, rows)
+    assert ens_score > 0.8  # real learning: far above chance
+    summary = study.summary()
+    assert summary.outputs["rows"] == 180
+    assert summary.outputs["ensemble"]["score"] == pytest.approx(ens_score)
+    assert summary.outputs["single"]["score"] == pytest.approx(max(singles))
+    assert "ancestry" in summary.outputs["uniform_soup"]["error"]
+    text = str(summary)
+    assert re.search(r"ensemble +0\.\d{4}  splits \[", text)
+    assert re.search(r"uniform soup +refused \(members share no ancestry\)", text)
+
+    path = ens.save(tmp_path / "ens.pt")
+    loaded = optuna_mto.Ensemble.load(path, tiny_mlp, n_members=3)
+    assert trainer.evaluate(loaded, rows) == ens_score
+
+
+def test_soup_of_independent_models_is_refused_unless_overridden(independent_study):
+    study, trainer = independent_study
+    with pytest.raises(ValueError, match="share no ancestry .* study.ensemble"):
+        study.soup(tiny_mlp, "uniform")
+    model, members, value = study.soup(
+        tiny_mlp, "uniform", check_ancestry=False, evaluate=trainer.evaluate
+    )
+    assert members == [0, 1, 2] and isinstance(model, nn.Module) and not math.isnan(value)
+    model, members, value = study.soup(
+        tiny_mlp, "greedy", check_ancestry=False, evaluate=trainer.evaluate
+    )
+    assert members[0] == study.summary().best_split  # starts from the best single model
+    assert value >= study.summary().outputs["single"]["score"]
+
+
+def test_greedy_soup_without_held_out_rows_is_refused(independent_study):
+    study, trainer = independent_study
+    with pytest.raises(ValueError, match="selection_fraction > 0"):
+        study.soup(tiny_mlp, "greedy", check_ancestry=False, evaluate=trainer.evaluate,
+                   indices=np.array([], dtype=np.int64))  # fmt: skip
+    with pytest.raises(ValueError, match="method must be one of"):
+        study.soup(tiny_mlp, "best")
+    with pytest.raises(ValueError, match=r"Split\(s\) \[7\] .* have not finished"):
+        study.ensemble(tiny_mlp, splits=[7])
