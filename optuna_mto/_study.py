@@ -344,8 +344,12 @@ class MTOStudy:
         missing); ``complete`` is False and the table says so while any split is not.
         """
         left = work_left(self, take_over=False)
-        states = [s.state for s in split_statuses(self, left)]
-        return CrossSplitSummary.from_study(self.study, self.n_splits, states=states)
+        statuses = split_statuses(self, left)
+        return CrossSplitSummary.from_study(
+            self.study, self.n_splits,
+            states=[s.state for s in statuses],
+            failures=[(s.errors, s.preemptions) for s in statuses],
+        )  # fmt: skip
 
     def transfers(self) -> list[TransferEvent]:
         """Return every recorded transfer attempt of the splits' current runs, by step."""

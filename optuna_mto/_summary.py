@@ -55,6 +55,8 @@ class CrossSplitSummary:
             built from trials alone).
         pruned: Per split, True if its run was pruned (``optuna.TrialPruned``): it has
             no cross-split scores, is not ranked, and its row says ``pruned``.
+        failures: Per split, attempts that raised in the user's code and attempts lost
+            with their worker (None when built from trials alone).
         outputs: Scores of the final outputs (chosen model, ensemble, uniform and
             greedy soup) on the selection rows, once scored (see ``MTOStudy.ensemble``).
     """
@@ -71,10 +73,15 @@ class CrossSplitSummary:
     states: list[str] | None = None
     pruned: list[bool] | None = None
     outputs: dict[str, Any] | None = None
+    failures: list[tuple[int, int]] | None = None
 
     @classmethod
     def from_study(
-        cls, study: optuna.Study, n_splits: int, states: list[str] | None = None
+        cls,
+        study: optuna.Study,
+        n_splits: int,
+        states: list[str] | None = None,
+        failures: list[tuple[int, int]] | None = None,
     ) -> CrossSplitSummary:
         """Assemble the summary from the trials stored in ``study``."""
         matrix = np.full((n_splits, n_splits), np.nan)
@@ -107,7 +114,7 @@ class CrossSplitSummary:
         outputs = study._storage.get_study_system_attrs(study._study_id).get("mto:outputs")
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
-            selection, states, pruned, outputs,
+            selection, states, pruned, outputs, failures,
         )  # fmt: skip
 
     @property
@@ -175,6 +182,8 @@ class CrossSplitSummary:
         head.append("seen")
         if self.uses_selection:
             head.append("select")
+        if self.failures is not None:
+            head.append("err/lost")
         if self.states is not None:
             head.append("state")
         rows = []
@@ -190,6 +199,8 @@ class CrossSplitSummary:
             cells.append(_fmt(self.seen_share[split], "{:.0%}"))
             if self.uses_selection:
                 cells.append(_fmt(self.selection[split]))  # type: ignore[index]
+            if self.failures is not None:
+                cells.append("{}/{}".format(*self.failures[split]))
             if self.states is not None:
                 cells.append(self.states[split])
             rows.append(cells)
@@ -207,6 +218,11 @@ class CrossSplitSummary:
         )
         if self.uses_selection:
             note += "; select: score on the held-out selection set (ranks the models)"
+        if self.failures is not None:
+            note += (
+                "\nerr/lost: attempts that raised (max_retries) / lost their worker "
+                "(max_preemptions)"
+            )
         return "\n".join([title, *lines, note, *self._outputs_lines()])
 
     def _outputs_lines(self) -> list[str]:

@@ -11,7 +11,7 @@ import optuna
 import torch
 from torch import nn
 
-from optuna_mto._hparams import call_with_trial
+from optuna_mto._hparams import call_with_trial, takes_trial
 from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_int
@@ -144,10 +144,13 @@ class SupervisedTrainer:
         not fit the targets, is reported once, with the shapes and the fix, instead of
         failing every split and every retry.
 
+        Skipped when the model factory takes the trial: its architecture then depends on
+        values the study's sampler draws for each split.
+
         Raises:
             ValueError: Naming the shapes involved and the fix.
         """
-        if not self.check_first_batch:
+        if not self.check_first_batch or takes_trial(self.model_fn, 0):
             return
         n = min(8, len(self.dataset if not isinstance(self.dataset, tuple) else self.dataset[0]))
         if n == 0:

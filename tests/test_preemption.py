@@ -193,7 +193,8 @@ def test_a_failing_split_is_named_with_its_error_in_every_executor(study_name, d
     table = summary.to_table()
     assert "INCOMPLETE: split 1 given up" in table
     unranked = [row.split() for row in table.splitlines() if row.lstrip().startswith("- ")]
-    assert unranked == [["-", "1", "-", *["-"] * 4, "0/0", "-", "given", "up"]]
+    assert unranked == [["-", "1", "-", *["-"] * 4, "0/0", "-", "2/0", "given", "up"]]
+    assert "err/lost: attempts that raised" in table
     with pytest.raises(optuna_mto.MTOError, match="incomplete.*allow_incomplete=True"):
         study.export_best_model("never.pt")
     state = study.best_state_dict(allow_incomplete=True)

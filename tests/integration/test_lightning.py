@@ -284,5 +284,7 @@ def test_amto_is_refused_clearly_not_silently_degraded(study_name):
     def objective(trial):
         MTOCallback(trial, monitor="val_acc")
 
-    with pytest.raises(ValueError, match="cannot train the explorer that AdaptiveTransfer"):
+    with pytest.raises(
+        optuna_mto.SplitsGivenUpError, match="ValueError: MTOCallback cannot train the explorer"
+    ):
         study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)

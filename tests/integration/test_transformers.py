@@ -104,5 +104,7 @@ def test_amto_is_refused(study_name, tokens):
     def objective(trial):
         MTOTrainerCallback(trial)
 
-    with pytest.raises(ValueError, match="cannot train the explorer"):
+    with pytest.raises(
+        optuna_mto.SplitsGivenUpError, match="ValueError: MTOTrainerCallback cannot train"
+    ):
         study.optimize(objective, dataset=N_ROWS, evaluate=lambda m, r: 0.5, dashboard=False)
