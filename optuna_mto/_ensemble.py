@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,10 +102,15 @@ class Ensemble(nn.Module):
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
-    """Write a ``state_dict`` to ``path`` atomically; a failed write leaves no file."""
+    """Write a ``state_dict`` to ``path`` atomically; a failed write leaves no file.
+
+    The file gets the mode ``open()`` gives (0o666 less the umask): it is for people
+    to share, unlike a private temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(state), f)
@@ -113,7 +118,7 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike[s
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -424,19 +424,9 @@ class MTOStudy:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-        # Mode 0o666 less the umask, as open() gives: the file is for people to share.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _ensemble.save_state_dict(
+            self.best_state_dict(split, allow_incomplete=allow_incomplete), path
+        )
         if register:  # finished trials are read-only: the export belongs to the study
             retry_transient(
                 optuna.artifacts.upload_artifact,
