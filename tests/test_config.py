@@ -134,6 +134,7 @@ def test_to_dict_is_json_and_holds_every_field() -> None:
         "artifact_store": {"kind": "database"},
         "max_retries": 1,
         "selection_fraction": 0.1,
+        "max_preemptions": 20,
     }
     assert json.loads(json.dumps(data)) == data
 
