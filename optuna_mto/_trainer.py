@@ -225,28 +225,32 @@ class SupervisedTrainer:
 
     def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
         """Return the metric of ``model`` on the rows ``indices`` of the dataset."""
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
-        with torch.no_grad():
-            for inputs, labels in self._batches(indices, self.eval_batch_size, None):
-                inputs, labels = inputs.to(device), labels.to(device)
-                outputs = model(inputs)
-                if self.metric == "accuracy":
-                    total += (outputs.argmax(dim=1) == labels).sum()
-                else:
-                    total += self.loss_fn(outputs, labels).double() * len(labels)
-                count += len(labels)
-        model.train(was_training)
-        if count == 0:
-            return float("nan")
-        return float(total) / count
+        if self.metric == "accuracy":
+            return self._mean_over_rows(
+                model, indices, lambda outputs, labels: (outputs.argmax(dim=1) == labels).sum()
+            )
+        return self.evaluate_loss(model, indices)
 
     def evaluate_loss(self, model: nn.Module, indices: np.ndarray) -> float:
         """Return the mean ``loss_fn`` of ``model`` on the rows ``indices`` (lower is better).
 
         The transfer criterion of ``AdaptiveTransfer(criterion="loss")``.
+        """
+        return self._mean_over_rows(
+            model,
+            indices,
+            lambda outputs, labels: self.loss_fn(outputs, labels).double() * len(labels),
+        )
+
+    def _mean_over_rows(
+        self,
+        model: nn.Module,
+        indices: np.ndarray,
+        batch_total: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> float:
+        """Sum ``batch_total(outputs, labels)`` over the rows in eval mode; divide by rows.
+
+        Sums stay on the model's device (no host sync per batch); NaN for no rows.
         """
         device = next(model.parameters()).device
         was_training = model.training
@@ -255,7 +259,7 @@ class SupervisedTrainer:
         with torch.no_grad():
             for inputs, labels in self._batches(indices, self.eval_batch_size, None):
                 inputs, labels = inputs.to(device), labels.to(device)
-                total += self.loss_fn(model(inputs), labels).double() * len(labels)
+                total += batch_total(model(inputs), labels)
                 count += len(labels)
         model.train(was_training)
         return float(total) / count if count else float("nan")

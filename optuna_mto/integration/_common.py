@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna_mto._trial import SplitTrial
 
-__all__ = ["refuse_explorer"]
+__all__ = ["check_callback_args", "refuse_explorer"]
 
 
 def refuse_explorer(trial: SplitTrial, name: str) -> None:
@@ -26,3 +26,20 @@ def refuse_explorer(trial: SplitTrial, name: str) -> None:
             "InterpolateTransfer or NoTransfer with this callback, or train "
             "trial.explorer in your own loop (optuna_mto.SupervisedTrainer does)."
         )
+
+
+def check_callback_args(trial: object, step: str, steps: tuple[str, ...], name: str) -> None:
+    """Check a framework callback's trial and step, and refuse an explorer strategy.
+
+    Raises:
+        TypeError: If ``trial`` is not the :class:`SplitTrial` the objective received.
+        ValueError: For an unknown ``step``, or a strategy that needs an explorer.
+    """
+    if not isinstance(trial, SplitTrial):
+        raise TypeError(
+            f"{name} needs the optuna_mto.SplitTrial the objective received, but got "
+            f"{type(trial).__name__}."
+        )
+    if step not in steps:
+        raise ValueError(f"step must be one of {steps}, but got step={step!r}.")
+    refuse_explorer(trial, name)

@@ -25,7 +25,7 @@ except ImportError:
 from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
 from optuna_mto._trial import SplitTrial
-from optuna_mto.integration._common import refuse_explorer
+from optuna_mto.integration._common import check_callback_args
 
 __all__ = ["MTOCallback", "trainer_device_kwargs"]
 
@@ -120,14 +120,7 @@ class MTOCallback(pl.Callback):
     """
 
     def __init__(self, trial: SplitTrial, monitor: str = "val_acc", *, step: str = "epoch") -> None:
-        if not isinstance(trial, SplitTrial):
-            raise TypeError(
-                f"MTOCallback needs the optuna_mto.SplitTrial the objective received, but got "
-                f"{type(trial).__name__}."
-            )
-        if step not in _STEPS:
-            raise ValueError(f"step must be one of {_STEPS}, but got step={step!r}.")
-        refuse_explorer(trial, "MTOCallback")
+        check_callback_args(trial, step, _STEPS, "MTOCallback")
         self.trial = trial
         self.monitor = monitor
         self.step = step

@@ -17,7 +17,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
 from optuna_mto._trial import SplitTrial
-from optuna_mto.integration._common import refuse_explorer
+from optuna_mto.integration._common import check_callback_args
 
 __all__ = ["MTOTrainerCallback"]
 
@@ -79,14 +79,7 @@ class MTOTrainerCallback(TrainerCallback):
         step: str = "global_step",
         prune: bool = False,
     ) -> None:
-        if not isinstance(trial, SplitTrial):
-            raise TypeError(
-                "MTOTrainerCallback needs the optuna_mto.SplitTrial the objective received, "
-                f"but got {type(trial).__name__}."
-            )
-        if step not in _STEPS:
-            raise ValueError(f"step must be one of {_STEPS}, but got step={step!r}.")
-        refuse_explorer(trial, "MTOTrainerCallback")
+        check_callback_args(trial, step, _STEPS, "MTOTrainerCallback")
         self.trial = trial
         self.metric = metric
         self.step = step
