@@ -61,7 +61,7 @@ os.environ["OPTUNA_MTO_HOME"] = str(_TMP / "home")
 import optuna  # noqa: E402
 
 import optuna_mto  # noqa: E402
-from optuna_mto._board import Blackboard, SplitRecord  # noqa: E402
+from optuna_mto._board import SplitRecord  # noqa: E402
 from optuna_mto.transfer import GreedyTransfer  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -503,7 +503,7 @@ def _time_parts(cfg: Config, kind: str, deadline: float) -> tuple[dict[str, list
     model, optimizer, scheduler = _plumbing_model(cfg)
     study = _plumbing_study(kind, "parts")
     store = study.checkpoint_store
-    board = Blackboard(study.study._storage, study.study._study_id)
+    board = study._board
     parts: dict[str, list[float]] = {k: [] for k in ("capture", "save", "publish", "load", "apply")}
     nbytes = 0
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 
+from optuna_mto._schema import (
+    BOARD_PREFIX_V1,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    board_table,
+    ensure_tables,
+)
 from optuna_mto.checkpoints import CheckpointRef
 
-__all__ = ["BOARD_PREFIX", "Blackboard", "SplitRecord", "records_from_attrs"]
-
-BOARD_PREFIX = "mto:board:"
+__all__ = ["Blackboard", "SplitRecord"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,34 +92,67 @@ class SplitRecord:
 
 
 class Blackboard:
-    """Latest record of each split, kept in the study's system attributes.
+    """The latest record of each split, in optuna-mto's own table ``mto_board``.
 
-    Publishing is one upsert of one small JSON value; reading all K records is one
-    query of the study's system attributes. Neither grows with the number of steps
-    or trials in the study.
+    One row per (study, split). Publishing is one small upsert; reading all K records
+    is one indexed query of this study's K rows. Neither grows with the number of
+    steps, trials or anything else stored in the study (such as dashboard figures).
+
+    Args:
+        engine: The SQLAlchemy engine of the study's database.
+        study_id: The study's id.
     """
 
-    def __init__(self, storage: optuna.storages.BaseStorage, study_id: int) -> None:
-        self._storage = storage
+    def __init__(self, engine: sa.Engine, study_id: int) -> None:
+        self._engine = engine
         self._study_id = study_id
+        ensure_tables(engine, board_table)
 
     def publish(self, record: SplitRecord) -> None:
         """Publish ``record`` as the latest of its split."""
-        self._storage.set_study_system_attr(
-            self._study_id, f"{BOARD_PREFIX}{record.split}", record.to_dict()
-        )
+        text = json.dumps(record.to_dict())
+        with self._engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(board_table).where(*self._key(record.split)).values(record=text)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    sa.insert(board_table).values(
+                        study_id=self._study_id, split=record.split, record=text
+                    )
+                )
 
     def read(self) -> dict[int, SplitRecord]:
         """Return the latest record of every split that has published one."""
-        attrs = self._storage.get_study_system_attrs(self._study_id)
-        return records_from_attrs(attrs)
+        query = sa.select(board_table.c.record).where(board_table.c.study_id == self._study_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).scalars().all()
+        records = (SplitRecord.from_dict(json.loads(text)) for text in rows)
+        return {r.split: r for r in records}
 
+    def upgrade(self, storage: optuna.storages.BaseStorage) -> None:
+        """Move a format-1 study's records (study system attributes) into the table.
 
-def records_from_attrs(attrs: dict[str, Any]) -> dict[int, SplitRecord]:
-    """Extract the board records from a study's system attributes."""
-    out = {}
-    for key, value in attrs.items():
-        if key.startswith(BOARD_PREFIX):
-            record = SplitRecord.from_dict(value)
-            out[record.split] = record
-    return out
+        Idempotent, and safe while workers publish: a split that already has a row
+        keeps it (it is newer than the format-1 attribute).
+        """
+        attrs = storage.get_study_system_attrs(self._study_id)
+        if attrs.get(FORMAT_KEY, 1) >= FORMAT_VERSION:
+            return
+        have = set(self.read())
+        for key, value in attrs.items():
+            if key.startswith(BOARD_PREFIX_V1) and value["split"] not in have:
+                try:
+                    with self._engine.begin() as conn:
+                        conn.execute(
+                            sa.insert(board_table).values(
+                                study_id=self._study_id, split=value["split"],
+                                record=json.dumps(value),
+                            )
+                        )  # fmt: skip
+                except sa.exc.IntegrityError:
+                    pass  # a worker published (or upgraded) it meanwhile
+        storage.set_study_system_attr(self._study_id, FORMAT_KEY, FORMAT_VERSION)
+
+    def _key(self, split: int) -> tuple[Any, ...]:
+        return (board_table.c.study_id == self._study_id, board_table.c.split == split)

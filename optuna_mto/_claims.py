@@ -15,42 +15,17 @@ from typing import Any
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-__all__ = ["Budgets", "ClaimTable", "SplitClaim", "create_tables", "plan_next_claim", "utc_now"]
+from optuna_mto._schema import claims_table, ensure_tables
 
-_metadata = sa.MetaData()
-_claims = sa.Table(
-    "mto_split_claims",
-    _metadata,
-    sa.Column("study_id", sa.Integer, primary_key=True),
-    sa.Column("split", sa.Integer, primary_key=True),
-    sa.Column("attempt", sa.Integer, primary_key=True),
-    sa.Column("trial_id", sa.Integer, nullable=True),
-    sa.Column("worker", sa.String(255), nullable=False),
-    sa.Column("claimed_at", sa.DateTime, nullable=False),
-    # Server-side defaults: workers of an older optuna-mto insert claims without them.
-    sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("errored", sa.Boolean, nullable=False, server_default=sa.false()),
-)
+__all__ = ["Budgets", "ClaimTable", "SplitClaim", "plan_next_claim", "utc_now"]
+
+_claims = claims_table
+_TABLE = claims_table.name
 #: Columns added after the first release, with their SQL type: added to older tables.
 _LATER_COLUMNS = {
     "interrupted": "BOOLEAN NOT NULL DEFAULT FALSE",
     "errored": "BOOLEAN NOT NULL DEFAULT FALSE",
 }
-
-
-def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
-    """Create ``metadata``'s tables unless they exist, tolerating workers racing to do it.
-
-    ``create_all(checkfirst=True)`` checks then creates, so two workers opening a fresh
-    database together can both try to create; the loser's error is harmless as long as
-    the tables exist afterwards.
-    """
-    try:
-        metadata.create_all(engine, checkfirst=True)
-    except sa.exc.DatabaseError:
-        existing = set(sa.inspect(engine).get_table_names())
-        if not set(metadata.tables) <= existing:
-            raise
 
 
 def _add_later_columns(engine: sa.Engine) -> None:
@@ -60,19 +35,19 @@ def _add_later_columns(engine: sa.Engine) -> None:
     one where the database can add it, so that older workers can still insert claims.
     """
     for name, sql_type in _LATER_COLUMNS.items():
-        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("mto_split_claims")}
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns(_TABLE)}
         if name in columns:
             if columns[name].get("default") is None and engine.dialect.name != "sqlite":
                 with engine.begin() as conn:
                     conn.exec_driver_sql(
-                        f"ALTER TABLE mto_split_claims ALTER COLUMN {name} SET DEFAULT FALSE"
+                        f"ALTER TABLE {_TABLE} ALTER COLUMN {name} SET DEFAULT FALSE"
                     )
             continue
         try:
             with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE mto_split_claims ADD COLUMN {name} {sql_type}")
+                conn.exec_driver_sql(f"ALTER TABLE {_TABLE} ADD COLUMN {name} {sql_type}")
         except sa.exc.DatabaseError:  # another worker added it first
-            columns = {c["name"] for c in sa.inspect(engine).get_columns("mto_split_claims")}
+            columns = {c["name"] for c in sa.inspect(engine).get_columns(_TABLE)}
             if name not in columns:
                 raise
 
@@ -209,7 +184,7 @@ class ClaimTable:
     def __init__(self, engine: sa.Engine, study_id: int) -> None:
         self._engine = engine
         self._study_id = study_id
-        create_tables(_metadata, engine)
+        ensure_tables(engine, claims_table)
         _add_later_columns(engine)
 
     def latest(self) -> dict[int, SplitClaim]:

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from optuna_mto._errors import ConfigConflictError
+from optuna_mto._schema import CONFIG_KEY
 from optuna_mto._validation import check_int, check_number
 
 __all__ = ["CONFIG_KEY", "StudyConfig", "check_objective_direction"]
 
-CONFIG_KEY = "mto:config"
 #: Fields that change how failures are handled, not the results: a worker may differ.
 _OPERATIONAL = ("max_retries", "max_preemptions")
 _SPLITTERS = ("random", "kfold", "stratified")

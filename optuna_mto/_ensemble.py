@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_mto._schema import DATASET_KEY, LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._summary import latest_split_trials
 from optuna_mto.transfer import is_better
 
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 #: Study system attribute holding the scores of the final outputs (see :func:`score_outputs`).
-OUTPUTS_KEY = "mto:outputs"
 _COMBINE = ("softmax", "mean")
 _SOUPS = ("uniform", "greedy")
 
@@ -210,7 +210,7 @@ def _finished(study: MTOStudy, splits: Sequence[int] | None) -> dict[int, Any]:
 
 
 def _lineages(trials: Mapping[int, Any]) -> dict[int, list[int]]:
-    return {s: list(t.system_attrs.get("mto:lineage", [s])) for s, t in trials.items()}
+    return {s: list(t.system_attrs.get(LINEAGE_KEY, [s])) for s, t in trials.items()}
 
 
 def build_ensemble(
@@ -331,7 +331,7 @@ def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any)
     objective that builds models (``objective.model_fn``, as :class:`SupervisedTrainer`).
     """
     model_fn = getattr(objective, "model_fn", None)
-    info = study.study._storage.get_study_system_attrs(study.study._study_id).get("mto:dataset")
+    info = study.study._storage.get_study_system_attrs(study.study._study_id).get(DATASET_KEY)
     if model_fn is None or evaluate is None or info is None or not study.summary().complete:
         return
     rows = study.selection_indices(int(info["n_samples"]))

@@ -6,12 +6,12 @@ import dataclasses
 import math
 from typing import Any
 
+from optuna_mto._schema import TRANSFER_ATTR_PREFIX
 from optuna_mto.checkpoints import CheckpointRef
 
 __all__ = ["TRANSFER_ATTR_PREFIX", "ReportResult", "TransferEvent"]
 
 #: Trial user attribute prefix of transfer events: ``transfer:<step:06d>``.
-TRANSFER_ATTR_PREFIX = "transfer:"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,9 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import CURRENT_HPARAMS_ATTR as CURRENT_ATTR
+from optuna_mto._schema import HPARAMS_ATTR_PREFIX
+from optuna_mto._schema import HPARAMS_SOURCE_ATTR as SOURCE_ATTR
 
 __all__ = [
     "CURRENT_ATTR",
@@ -43,12 +46,6 @@ __all__ = [
     "sync_optimizer_state",
 ]
 
-#: User attribute: the split's current hyperparameter values.
-CURRENT_ATTR = "current_hparams"
-#: User attribute: whose sampled values the current ones descend from.
-SOURCE_ATTR = "hparams_source"
-#: User attribute prefix of every change: ``hparams:<step:06d>``.
-HPARAMS_ATTR_PREFIX = "hparams:"
 #: Checkpoint key holding ``{"values": ..., "source": ...}``.
 CHECKPOINT_KEY = "hparams"
 

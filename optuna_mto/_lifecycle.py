@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from optuna_mto._claims import Budgets, SplitClaim, plan_next_claim
 from optuna_mto._errors import SplitsGivenUpError
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import FAIL_REASON_KEY
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
@@ -97,7 +98,7 @@ def _take_over(study: MTOStudy, claim: SplitClaim) -> None:
     storage = study.study._storage
     reason = f"{LOST_WORKER}: process {claim.pid} on {claim.host} is gone"
     try:
-        retry_transient(storage.set_trial_system_attr, claim.trial_id, "fail_reason", reason)
+        retry_transient(storage.set_trial_system_attr, claim.trial_id, FAIL_REASON_KEY, reason)
         retry_transient(storage.set_trial_state_values, claim.trial_id, TrialState.FAIL)
     except RuntimeError:  # another worker finished it first (UpdateFinishedTrialError)
         pass
@@ -179,7 +180,7 @@ def split_statuses(study: MTOStudy, left: WorkLeft | None = None) -> list[SplitS
                 preemptions=claim.preemptions(latest_failed=name in ("failed", "given up")),
                 interruptions=claim.interruptions,
                 trial_number=trial.number if trial is not None else -1,
-                reason=str(trial.system_attrs.get("fail_reason", "")) if trial else "",
+                reason=str(trial.system_attrs.get(FAIL_REASON_KEY, "")) if trial else "",
             )
         )
     return out

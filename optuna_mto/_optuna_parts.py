@@ -16,11 +16,11 @@ from typing import Any
 import optuna
 
 from optuna_mto._logging import get_logger
+from optuna_mto._schema import OPTUNA_PARTS_KEY
 
 __all__ = ["OPTUNA_PARTS_KEY", "describe", "rebuild"]
 
 #: Study system attribute: ``{"sampler": class name, "pruner": class name}``.
-OPTUNA_PARTS_KEY = "mto:optuna_parts"
 _DEFAULTS = {"sampler": "TPESampler", "pruner": "MedianPruner"}
 _MODULES = {"sampler": optuna.samplers, "pruner": optuna.pruners}
 

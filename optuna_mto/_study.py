@@ -20,7 +20,7 @@ from optuna.artifacts._protocol import ArtifactStore
 from optuna.trial import TrialState
 
 from optuna_mto import _ensemble, _execution
-from optuna_mto._board import Blackboard, records_from_attrs
+from optuna_mto._board import Blackboard
 from optuna_mto._claims import ClaimTable, utc_now
 from optuna_mto._config import CONFIG_KEY, StudyConfig, check_objective_direction
 from optuna_mto._errors import DatasetMismatchError, MTOError
@@ -33,6 +33,7 @@ from optuna_mto._monitor import StudyMonitor
 from optuna_mto._optuna_parts import OPTUNA_PARTS_KEY, describe, rebuild
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import BEST_KEY, DATASET_KEY, FORMAT_KEY, FORMAT_VERSION
 from optuna_mto._splits import dataset_fingerprint, make_splitter
 from optuna_mto._state import unwrap_model
 from optuna_mto._storage import (
@@ -57,7 +58,6 @@ from optuna_mto.transfer import BaseTransferManager, GreedyTransfer, from_params
 __all__ = ["MTOStudy", "create_study", "load_study"]
 
 _logger = get_logger(__name__)
-DATASET_KEY = "mto:dataset"
 _DEFAULT_HEARTBEAT_S = 30
 
 
@@ -123,7 +123,8 @@ class MTOStudy:
         self._checkpoints = CheckpointStore(artifact_store, prefix="mto")
         self._open_kwargs = open_kwargs
         self._claims = ClaimTable(get_engine(study._storage), study._study_id)
-        self._board = Blackboard(study._storage, study._study_id)
+        self._board = Blackboard(get_engine(study._storage), study._study_id)
+        self._board.upgrade(study._storage)  # a study written by an older optuna-mto
         self._since: datetime.datetime | None = None  # in a worker process: parent's start
 
     # ------------------------------------------------------------------ basics
@@ -375,7 +376,7 @@ class MTOStudy:
         trial = trials.get(split)
         if trial is None or trial.state != TrialState.COMPLETE:
             raise ValueError(f"Split {split} of study {self.study_name!r} has not finished.")
-        return split, CheckpointRef.from_dict(trial.system_attrs["mto:best"]["checkpoint"])
+        return split, CheckpointRef.from_dict(trial.system_attrs[BEST_KEY]["checkpoint"])
 
     def best_state_dict(
         self,
@@ -468,7 +469,7 @@ class MTOStudy:
 
     def records(self) -> dict[int, Any]:
         """Return the latest published record of each split (the blackboard)."""
-        return records_from_attrs(self.study._storage.get_study_system_attrs(self.study._study_id))
+        return self._board.read()
 
 
 def create_study(
@@ -566,6 +567,7 @@ def create_study(
     stored = _system_attrs(study).get(CONFIG_KEY)
     if stored is None:
         study._storage.set_study_system_attr(study._study_id, CONFIG_KEY, config.to_dict())
+        study._storage.set_study_system_attr(study._study_id, FORMAT_KEY, FORMAT_VERSION)
         study._storage.set_study_system_attr(
             study._study_id, OPTUNA_PARTS_KEY, describe(sampler, pruner)
         )

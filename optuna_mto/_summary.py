@@ -10,6 +10,15 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from optuna_mto._schema import (
+    BEST_KEY,
+    CROSS_SCORES_KEY,
+    OUTPUTS_KEY,
+    OVERLAP_KEY,
+    SELECTION_SCORE_KEY,
+    SPLIT_KEY,
+)
+
 __all__ = ["CrossSplitSummary", "latest_split_trials"]
 
 
@@ -19,7 +28,7 @@ def latest_split_trials(
     """Return, per split, its completed trial (or else its latest attempt)."""
     out: dict[int, optuna.trial.FrozenTrial] = {}
     for trial in trials:
-        split = trial.system_attrs.get("mto:split")
+        split = trial.system_attrs.get(SPLIT_KEY)
         if split is None:
             continue
         held = out.get(split)
@@ -100,18 +109,18 @@ class CrossSplitSummary:
             if trial.state != TrialState.COMPLETE:
                 continue
             numbers[split] = trial.number
-            scores = trial.system_attrs.get("mto:cross_scores")
+            scores = trial.system_attrs.get(CROSS_SCORES_KEY)
             if scores is not None:
                 matrix[split, : len(scores)] = scores
-            best = trial.system_attrs.get("mto:best")
+            best = trial.system_attrs.get(BEST_KEY)
             if best is not None:
                 own[split] = float(best["fitness"])
-            seen = trial.system_attrs.get("mto:overlap")
+            seen = trial.system_attrs.get(OVERLAP_KEY)
             if seen is not None:
                 overlap[split, : len(seen)] = seen
-            selection[split] = float(trial.system_attrs.get("mto:selection_score", math.nan))
+            selection[split] = float(trial.system_attrs.get(SELECTION_SCORE_KEY, math.nan))
         direction = study.direction.name.lower()
-        outputs = study._storage.get_study_system_attrs(study._study_id).get("mto:outputs")
+        outputs = study._storage.get_study_system_attrs(study._study_id).get(OUTPUTS_KEY)
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
             selection, states, pruned, outputs, failures,

@@ -36,6 +36,19 @@ from optuna_mto._hparams import (
 from optuna_mto._logging import get_logger
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import (
+    BEST_KEY,
+    CROSS_SCORES_ATTR,
+    CROSS_SCORES_KEY,
+    LINEAGE_KEY,
+    OVERLAP_KEY,
+    PRUNED_KEY,
+    RELATIONS_ATTR_PREFIX,
+    RESUMED_FROM_ATTR,
+    RESUMED_FROM_KEY,
+    SELECTION_SCORE_ATTR,
+    SELECTION_SCORE_KEY,
+)
 from optuna_mto._state import (
     apply_state,
     capture_state,
@@ -55,7 +68,6 @@ _logger = get_logger(__name__)
 #: ``indices`` of the dataset, in the study's direction.
 EvaluateFn = Callable[[torch.nn.Module, np.ndarray], float]
 
-RELATIONS_ATTR_PREFIX = "relations:"
 _SYNC_POLL_S = 0.2
 
 
@@ -420,7 +432,7 @@ class SplitTrial:
         failed = retry_transient(storage.get_trial, failed_trial_id)
         trial_id = self._trial._trial_id
         # First: a run killed while copying still says where it resumed from.
-        retry_transient(storage.set_trial_system_attr, trial_id, "mto:resumed_from_step", step)
+        retry_transient(storage.set_trial_system_attr, trial_id, RESUMED_FROM_KEY, step)
         for past_step, past_value in sorted(failed.intermediate_values.items()):
             if past_step <= step:
                 retry_transient(storage.set_trial_intermediate_value, trial_id, past_step,
@@ -430,7 +442,7 @@ class SplitTrial:
             if prefix in (TRANSFER_ATTR_PREFIX, RELATIONS_ATTR_PREFIX, HPARAMS_ATTR_PREFIX):
                 if int(key.split(":")[1]) <= step:
                     retry_transient(storage.set_trial_user_attr, trial_id, key, value)
-        retry_transient(self._trial.set_user_attr, "resumed_from_step", step)
+        retry_transient(self._trial.set_user_attr, RESUMED_FROM_ATTR, step)
 
     # ------------------------------------------------------------------ report
     def report(
@@ -795,25 +807,25 @@ class SplitTrial:
                                                           filename)  # fmt: skip
         self._best = (best_fitness, best_step, best_ref)
         attrs: dict[str, Any] = {
-            "mto:best": {
+            BEST_KEY: {
                 "fitness": best_fitness,
                 "step": best_step,
                 "checkpoint": best_ref.to_dict(),
             },
-            "mto:lineage": self._best_lineage,
-            "mto:overlap": plan.overlap(self._best_lineage),
+            LINEAGE_KEY: self._best_lineage,
+            OVERLAP_KEY: plan.overlap(self._best_lineage),
         }
         scores = None
         if self._shared.evaluate is not None:
             scores = [self.evaluate(self._model, plan.split(j)[1]) for j in range(self.n_splits)]
-            attrs["mto:cross_scores"] = scores
-            retry_transient(self._trial.set_user_attr, "cross_split_scores",
+            attrs[CROSS_SCORES_KEY] = scores
+            retry_transient(self._trial.set_user_attr, CROSS_SCORES_ATTR,
                             [round(s, 6) for s in scores])  # fmt: skip
             if len(plan.selection):
                 selection = self.evaluate(self._model, plan.selection)
                 self.selection_score = selection
-                attrs["mto:selection_score"] = selection
-                retry_transient(self._trial.set_user_attr, "selection_score", selection)
+                attrs[SELECTION_SCORE_KEY] = selection
+                retry_transient(self._trial.set_user_attr, SELECTION_SCORE_ATTR, selection)
         for key, value in attrs.items():
             retry_transient(storage.set_trial_system_attr, trial_id, key, value)
         self._publish(best_step, best_fitness, finished=True)
@@ -832,7 +844,7 @@ class SplitTrial:
         self._explorer = None
         step = self._last_step
         retry_transient(
-            self._trial.storage.set_trial_system_attr, self._trial._trial_id, "mto:pruned",
+            self._trial.storage.set_trial_system_attr, self._trial._trial_id, PRUNED_KEY,
             {"step": step},
         )  # fmt: skip
         if self._best is None or self._latest is None:

@@ -29,6 +29,14 @@ from optuna_mto._lifecycle import work_left
 from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
 from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
+from optuna_mto._schema import (
+    ATTEMPT_KEY,
+    FAIL_REASON_KEY,
+    FAILED_AT_START_KEY,
+    OBJECTIVE_VALUE_ATTR,
+    RETRIED_FROM_KEY,
+    SPLIT_KEY,
+)
 from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
 
@@ -38,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Worker", "run_processes", "run_threads"]
 
 _logger = get_logger(__name__)
-#: Trial system attribute: the run failed before its first report (not retried at once).
-FAILED_AT_START_KEY = "mto:failed_at_start"
 #: Seconds between two looks of an idle worker at splits that others still run.
 _IDLE_POLL_S = 0.25
 
@@ -152,14 +158,14 @@ class Worker:
         self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
     ) -> None:
         study = self.study.study
-        system_attrs: dict[str, Any] = {"mto:split": split, "mto:attempt": attempt}
+        system_attrs: dict[str, Any] = {SPLIT_KEY: split, ATTEMPT_KEY: attempt}
         resume = None
         params: dict[str, Any] = {}
         dists: dict[str, Any] = {}
         kept_attrs: dict[str, Any] = {}
         if previous is not None:
             if previous.trial_id is not None:
-                system_attrs["mto:retried_from"] = previous.trial_id
+                system_attrs[RETRIED_FROM_KEY] = previous.trial_id
             # The split keeps the hyperparameters it was given: never sampled again.
             earlier = self._last_trial_id(split, previous)
             if earlier is not None:
@@ -216,7 +222,7 @@ class Worker:
                 return
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
-                retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+                retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
                 at_start = split_trial.n_reports == 0
                 if isinstance(err, TRANSIENT_ERRORS):
                     pass  # the storage went away for too long: counted as a lost worker
@@ -252,7 +258,7 @@ class Worker:
                 return
         seconds = time.monotonic() - started
         if returned is not None:
-            retry_transient(trial.set_user_attr, "objective_value", float(returned))
+            retry_transient(trial.set_user_attr, OBJECTIVE_VALUE_ATTR, float(returned))
         if split_trial.selection_score is not None:
             value = split_trial.selection_score  # the honest, held-out estimate
         elif scores:
@@ -264,7 +270,7 @@ class Worker:
                 "ValueError: the objective returned None and reported no model: return a "
                 "value or call trial.report(value, step, model=model) with an evaluate function"
             )
-            retry_transient(storage.set_trial_system_attr, trial_id, "fail_reason", reason)
+            retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
             retry_transient(self.study._claims.mark_errored, split, attempt)
             self._tell(trial, state=TrialState.FAIL)
             self._callbacks(trial_id)
@@ -284,7 +290,7 @@ class Worker:
         trials = [
             t
             for t in retry_transient(self.study.study.get_trials, deepcopy=False)
-            if t.system_attrs.get("mto:split") == split
+            if t.system_attrs.get(SPLIT_KEY) == split
         ]
         return max(trials, key=lambda t: t.number)._trial_id if trials else None
 

@@ -10,6 +10,7 @@ from optuna._experimental import experimental_class
 from optuna.trial import FrozenTrial
 
 from optuna_mto._events import ReportResult
+from optuna_mto._schema import CROSS_SCORES_ATTR
 from optuna_mto._trial import SplitTrial
 from optuna_mto.integration._tracking import (
     STATUS,
@@ -143,7 +144,7 @@ class MLflowCallback:
         client.set_tag(run_id, "optuna.state", trial.state.name)
         if trial.value is not None:
             client.log_metric(run_id, "trial_value", float(trial.value))
-        scores = trial.user_attrs.get("cross_split_scores")
+        scores = trial.user_attrs.get(CROSS_SCORES_ATTR)
         if scores:
             client.log_metric(run_id, "cross_split_mean", sum(scores) / len(scores))
         client.set_terminated(run_id, status=STATUS.get(trial.state, "FAILED"))

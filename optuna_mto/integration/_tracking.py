@@ -9,6 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto._events import ReportResult
 from optuna_mto._hparams import CURRENT_ATTR
+from optuna_mto._schema import SPLIT_KEY
 
 __all__ = ["STATUS", "numeric", "report_metrics", "split_of"]
 
@@ -36,7 +37,7 @@ def report_metrics(result: ReportResult, params: dict[str, Any], name: str) -> d
 
 def split_of(trial: FrozenTrial) -> int | None:
     """Return the split a trial ran (None for a trial optuna-mto did not make)."""
-    split = trial.system_attrs.get("mto:split")
+    split = trial.system_attrs.get(SPLIT_KEY)
     return None if split is None else int(split)
 
 

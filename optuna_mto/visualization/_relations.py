@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from optuna_mto._schema import RELATIONS_ATTR_PREFIX
 from optuna_mto.visualization._common import empty_figure, split_color, split_trials
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["RELATIONS_ATTR_PREFIX", "NO_RELATIONS_MESSAGE", "plot_relations", "relation_scores"]
 
 #: Trial user attrs ``relations:<step:06d>`` = ``{"step": int, "scores": {"<donor>": float}}``.
-RELATIONS_ATTR_PREFIX = "relations:"
 NO_RELATIONS_MESSAGE = "no relation scores recorded (adaptive transfer not used)"
 
 
