@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from typing import Any
 
 import optuna
 import sqlalchemy as sa
 
+from optuna_mto._logging import get_logger
+from optuna_mto._retry import retry_transient
 from optuna_mto._schema import (
     BOARD_PREFIX_V1,
     FORMAT_KEY,
@@ -19,7 +22,10 @@ from optuna_mto._schema import (
 )
 from optuna_mto.checkpoints import CheckpointRef
 
-__all__ = ["Blackboard", "SplitRecord"]
+__all__ = ["Blackboard", "SplitRecord", "wait_for_step"]
+
+_logger = get_logger(__name__)
+_SYNC_POLL_S = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,3 +162,36 @@ class Blackboard:
 
     def _key(self, split: int) -> tuple[Any, ...]:
         return (board_table.c.study_id == self._study_id, board_table.c.split == split)
+
+
+def wait_for_step(
+    board: Blackboard,
+    split: int,
+    step: int,
+    n_splits: int,
+    timeout: float,
+    stop: threading.Event,
+) -> dict[int, SplitRecord]:
+    """Read the board once every other split has reached ``step`` or finished.
+
+    Waits at most ``timeout`` seconds (a crashed split never blocks the rest), then goes
+    on with what has arrived; returns at once when ``stop`` is set.
+    """
+    records = retry_transient(board.read)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        waiting = [
+            k
+            for k in range(n_splits)
+            if k != split
+            and not (k in records and (records[k].finished or records[k].step >= step))
+        ]
+        if not waiting:
+            return records
+        time.sleep(_SYNC_POLL_S)
+        records = retry_transient(board.read)
+    _logger.warning(
+        "Split %d waited %.0f s at step %d; going on without splits that did not arrive.",
+        split, timeout, step,
+    )  # fmt: skip
+    return records

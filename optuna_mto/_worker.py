@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, utc_now
+from optuna_mto._handle import EvaluateFn, Shared
 from optuna_mto._hparams import retried_params
 from optuna_mto._lifecycle import work_left
 from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
@@ -38,7 +39,7 @@ from optuna_mto._schema import (
     SPLIT_KEY,
 )
 from optuna_mto._storage import open_storage, storage_url
-from optuna_mto._trial import EvaluateFn, SplitTrial, _Shared
+from optuna_mto._trial import SplitTrial
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
@@ -97,7 +98,7 @@ class Worker:
         study, job = self.study, self.job
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
-        shared = _Shared(
+        shared = Shared(
             storage=study.study._storage,
             study_id=study.study._study_id,
             study_name=study.study_name,
@@ -155,7 +156,7 @@ class Worker:
         return bool(trial.system_attrs.get(FAILED_AT_START_KEY))
 
     def _run_split(
-        self, shared: _Shared, split: int, attempt: int, previous: SplitClaim | None
+        self, shared: Shared, split: int, attempt: int, previous: SplitClaim | None
     ) -> None:
         study = self.study.study
         system_attrs: dict[str, Any] = {SPLIT_KEY: split, ATTEMPT_KEY: attempt}

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna_mto.transfer._adaptive import AdaptiveTransfer, softmax_select, update_relation
+from optuna_mto.transfer._adaptive import (
+    AdaptiveTransfer,
+    Explorer,
+    softmax_select,
+    update_relation,
+)
 from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
 from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_state
@@ -26,6 +31,7 @@ __all__ = [
     "AdaptiveTransfer",
     "BaseTransferManager",
     "Candidate",
+    "Explorer",
     "GreedyTransfer",
     "InterpolateTransfer",
     "NoTransfer",

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
+from optuna_mto._events import TransferEvent
+from optuna_mto._hparams import CHECKPOINT_KEY
+from optuna_mto._schema import RELATIONS_ATTR_PREFIX
+from optuna_mto._state import apply_state, capture_state
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
 
-__all__ = ["AdaptiveTransfer", "softmax_select", "update_relation"]
+if TYPE_CHECKING:
+    from optuna_mto._handle import SplitHandle
+
+__all__ = ["AdaptiveTransfer", "Explorer", "relations_of", "softmax_select", "update_relation"]
+
+#: Key of the relation scores in a split's strategy state (``handle.state``).
+_RELATIONS = "relations"
 
 _CRITERIA = ("metric", "loss")
 
@@ -40,6 +53,39 @@ def update_relation(score: float, solver: float, explorer: float, direction: str
     if math.isnan(gain):
         return score
     return score + math.tanh(gain)
+
+
+@dataclasses.dataclass
+class Explorer:
+    """A copy of a source split's model that trains on this split's data (AMTO).
+
+    Train ``model`` with ``optimizer`` (and step ``scheduler``) exactly like your own
+    model until the next report; the report decides whether it replaces yours.
+
+    Attributes:
+        model: The explorer's model (same architecture, on the trial's device).
+        optimizer: Its optimizer, holding the source's optimizer state.
+        scheduler: Its LR scheduler, if the split has one.
+        source: The split whose weights it started from.
+        source_trial: That split's Optuna trial number.
+        source_step: The step at which the source published them.
+        lineage: Splits whose training data shaped its weights.
+        hparams: The source's hyperparameters (checkpoint form), taken if it is kept.
+    """
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    source: int
+    source_trial: int
+    source_step: int
+    lineage: list[int]
+    hparams: dict[str, Any] | None = None
+
+
+def relations_of(state: Mapping[str, Any]) -> dict[int, float]:
+    """Return the relation scores kept in a split's strategy state, by source split."""
+    return {int(k): float(v) for k, v in state.get(_RELATIONS, {}).items()}
 
 
 class AdaptiveTransfer(BaseTransferManager):
@@ -99,6 +145,84 @@ class AdaptiveTransfer(BaseTransferManager):
     def uses_explorer(self) -> bool:
         """Always True."""
         return True
+
+    def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
+        """Judge the explorer trained since the last transfer step, then start the next."""
+        event = self._resolve(context, handle)
+        fitness = context.fitness
+        if event is not None and event.accepted:
+            fitness = event.after if event.judged_on == "own" else handle.evaluate()
+        relations = relations_of(handle.state)
+        for k in range(handle.n_splits):
+            if k != handle.split:
+                relations.setdefault(k, 0.0)
+        handle.state[_RELATIONS] = {str(k): v for k, v in sorted(relations.items())}
+        self._start(context.replace(fitness=fitness, relations=relations), handle)
+        return event
+
+    def on_split_end(self, handle: SplitHandle) -> None:
+        """Drop the explorer."""
+        handle.explorer = None
+
+    def _resolve(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
+        """Keep the explorer if it beats the solver; learn the source's relation score."""
+        explorer, handle.explorer = handle.explorer, None
+        if explorer is None:
+            return None
+        value, direction, judged_on = context.fitness, context.direction, "own"
+        if self.criterion == "loss":
+            judged_on = "loss"
+            assert handle.model is not None
+            value, direction = handle.judge(handle.model, "loss")
+        score, _ = handle.judge(explorer.model, self.criterion)
+        relations = relations_of(handle.state)
+        source = explorer.source
+        relations[source] = update_relation(relations.get(source, 0.0), value, score, direction)
+        handle.state[_RELATIONS] = {str(k): v for k, v in sorted(relations.items())}
+        accepted = self.accept(value, score, direction)
+        if accepted:
+            # load_state_dict copies, and the explorer is dropped: no clone needed.
+            handle.apply(
+                capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
+            )
+            handle.inherit(explorer.lineage)
+            handle.hparams.adopt_explorer(explorer.hparams, source, context.step)
+        scores = {str(k): round(v, 6) for k, v in sorted(relations.items())}
+        handle.set_step_attr(RELATIONS_ATTR_PREFIX, context.step,
+                             {"step": context.step, "scores": scores})  # fmt: skip
+        return handle.record(
+            TransferEvent(
+                context.step,
+                handle.split,
+                source,
+                explorer.source_trial,
+                explorer.source_step,
+                "explorer",
+                value,
+                score,
+                accepted,
+                judged_on=judged_on,
+            )  # fmt: skip
+        )
+
+    def _start(self, context: TransferContext, handle: SplitHandle) -> None:
+        """Start an explorer from a source drawn by relation score."""
+        source = self.choose_donor(context)
+        if source is None:
+            return
+        record = context.records[source]
+        donor_state = handle.load_donor(record)
+        if isinstance(donor_state, str):
+            return
+        model, optimizer, scheduler = copy.deepcopy(
+            (handle.model, handle.optimizer, handle.scheduler)
+        )
+        apply_state(donor_state, model, optimizer, scheduler)
+        handle.explorer = Explorer(
+            model, optimizer, scheduler, source, record.trial_number, record.step,
+            sorted(set(handle.lineage) | set(record.lineage or [source])),
+            donor_state.get(CHECKPOINT_KEY),
+        )  # fmt: skip
 
     def choose_donor(self, context: TransferContext) -> int | None:
         """Draw the next explorer's source from softmax(relations / temperature)."""

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optuna_mto._events import TransferEvent
 from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._selection import is_better
 
-__all__ = ["GATES", "BaseTransferManager", "Candidate", "TransferContext"]
+if TYPE_CHECKING:
+    from optuna_mto._board import SplitRecord
+    from optuna_mto._handle import SplitHandle
+
+__all__ = ["GATES", "BaseTransferManager", "Candidate", "TransferContext", "transfer_once"]
 
 #: Rows a transfer candidate may be judged on (see :attr:`BaseTransferManager.gate`).
 GATES = ("own", "unseen", "selection")
@@ -34,6 +40,8 @@ class TransferContext:
             (adaptive strategies; empty otherwise).
         hparams: The receiver's current values of the hyperparameters its objective
             suggested (``trial.suggest_*``); empty when it suggested none.
+        records: The latest published record of every other split that may give
+            (pruned splits left out), by split index: fitness, step, checkpoint, lineage.
     """
 
     def __init__(
@@ -46,6 +54,7 @@ class TransferContext:
         rng: np.random.Generator,
         relations: Mapping[int, float] | None = None,
         hparams: Mapping[str, Any] | None = None,
+        records: Mapping[int, SplitRecord] | None = None,
     ) -> None:
         self.receiver = receiver
         self.step = step
@@ -55,22 +64,36 @@ class TransferContext:
         self.rng = rng
         self.relations = relations or {}
         self.hparams = hparams or {}
+        self.records = records or {}
+
+    def replace(self, **changes: Any) -> TransferContext:
+        """Return a copy with ``changes`` (e.g. ``fitness=`` after a kept transfer)."""
+        fields = {
+            "receiver": self.receiver, "step": self.step, "fitness": self.fitness,
+            "direction": self.direction, "others": self.others, "rng": self.rng,
+            "relations": self.relations, "hparams": self.hparams, "records": self.records,
+        }  # fmt: skip
+        return TransferContext(**{**fields, **changes})
 
 
 class BaseTransferManager(abc.ABC):
     """Decides knowledge transfer between splits, like a sampler decides parameters.
 
-    A manager is consulted by every split at every report step. It must be cheap,
-    seeded and side-effect free: all it sees is a :class:`TransferContext` built
-    from the K latest records (one storage read), and all it returns are decisions.
-    The trial does the I/O (loading the donor's checkpoint, scoring candidates on the
-    receiver's own validation set, applying or discarding them).
+    A manager owns its algorithm. At each transfer step (:meth:`should_transfer`) of
+    every split, :meth:`on_report` gets a :class:`TransferContext` (the K latest
+    records, read once; a generator seeded from study seed, split and step) and the
+    split's :class:`~optuna_mto._handle.SplitHandle`, through which it loads donor
+    checkpoints, scores and applies candidates, and records events; it never touches
+    storage or Optuna itself. Its per-split state goes into ``handle.state``, which is
+    checkpointed and restored with the split. :meth:`on_split_end` ends a split.
 
-    Subclasses implement :meth:`choose_donor`; they may override :meth:`candidates`
-    (the transfer operator), :meth:`accept` (the acceptance rule) and :meth:`explore`
-    (what to change after an accepted transfer), and must return their constructor
-    arguments from :meth:`get_params` so that every worker of a study rebuilds the
-    same manager.
+    The default :meth:`on_report` is a single-donor transfer in named steps:
+    :meth:`choose_donor` (which split), :meth:`candidates` (the transfer operator),
+    :meth:`accept` (the acceptance rule, on the rows named by :attr:`gate`) and
+    :meth:`explore` (what to change after a kept transfer). Subclasses implement
+    :meth:`choose_donor` and override whichever step or hook they need, and return
+    their constructor arguments from :meth:`get_params` so that every worker of a
+    study rebuilds the same manager.
 
     Transfers are asynchronous by default: a split uses whatever the others have
     published so far and never waits. With ``synchronous=True`` a split waits at each
@@ -116,6 +139,19 @@ class BaseTransferManager(abc.ABC):
         """
         return self.enabled and step >= self.warmup and (step - self.warmup) % self.interval == 0
 
+    def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
+        """Run the strategy at a transfer step; return the step's event, if any.
+
+        The event's ``accepted`` says whether the split's weights were replaced; the
+        report then publishes ``event.after`` as the split's fitness (when judged on
+        its own validation set) or scores the new weights again.
+        """
+        return transfer_once(self, context, handle)
+
+    def on_split_end(self, handle: SplitHandle) -> None:
+        """Called once when the split's objective has returned (or was pruned)."""
+        handle.explorer = None
+
     @abc.abstractmethod
     def choose_donor(self, context: TransferContext) -> int | None:
         """Return the split to pull weights from, or None to skip this step."""
@@ -154,3 +190,63 @@ class BaseTransferManager(abc.ABC):
         if self.synchronous:
             params.update(synchronous=True, sync_timeout=self.sync_timeout)
         return params
+
+
+def transfer_once(
+    manager: BaseTransferManager, context: TransferContext, handle: SplitHandle
+) -> TransferEvent | None:
+    """One single-donor transfer: choose, load, score candidates, keep the best if better.
+
+    Candidates are judged on the rows of ``manager.gate``; a kept candidate's optimizer
+    state goes through ``manager.explore``, and the donor's hyperparameters come with
+    its optimizer state (the split's ``hparams`` record the change).
+    """
+    donor = manager.choose_donor(context)
+    if donor is None:
+        return None
+    record = context.records[donor]
+    if record.checkpoint.artifact_id in handle.tried_checkpoints:
+        return None  # already scored these exact weights
+    handle.tried_checkpoints.add(record.checkpoint.artifact_id)
+    gate = manager.gate
+    rows = handle.gate_rows(gate, record.lineage or [donor])
+    before = context.fitness
+    if rows is not None and len(rows):
+        before = handle.evaluate(rows=rows)
+
+    def event(operator: str, after: float, accepted: bool, **extra: Any) -> TransferEvent:
+        return TransferEvent(
+            context.step, handle.split, donor, record.trial_number, record.step,
+            operator, before, after, accepted, judged_on=gate, **extra,
+        )  # fmt: skip
+
+    if rows is not None and len(rows) == 0:
+        return handle.record(event("none", math.nan, False, reason=f"no {gate} rows"))
+    donor_state = handle.load_donor(record)
+    if isinstance(donor_state, str):
+        return handle.record(event("none", math.nan, False, reason=donor_state))
+    own = handle.capture()
+    best: tuple[str, float, dict[str, Any]] | None = None
+    for label, candidate in manager.candidates(own, donor_state, context):
+        handle.apply(candidate)
+        score = handle.evaluate(rows=rows)
+        if best is None or is_better(score, best[1], context.direction):
+            best = (label, score, candidate)
+    if best is None:
+        handle.apply(own)
+        return None
+    if not manager.accept(before, best[1], context.direction):
+        handle.apply(own)
+        return handle.record(event(best[0], best[1], False))
+    chosen, changes = best[2], {}
+    if "optimizer" in chosen and handle.optimizer is not None:
+        explored, changes = manager.explore(chosen["optimizer"], context)
+        chosen = {**chosen, "optimizer": explored}
+    chosen, changes = handle.hparams.after_transfer(
+        chosen, donor_state, (donor, record.trial_number), manager, context, changes,
+        taken=best[2],
+    )  # fmt: skip
+    handle.apply(chosen)
+    handle.hparams.notify()
+    handle.inherit(record.lineage or [donor])
+    return handle.record(event(best[0], best[1], True, hparams=changes))
