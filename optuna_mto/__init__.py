@@ -18,6 +18,7 @@ from optuna_mto._errors import (
     SplitsGivenUpError,
 )
 from optuna_mto._events import ReportResult, TransferEvent
+from optuna_mto._open import create_study, load_study
 from optuna_mto._splits import (
     BaseSplitter,
     KFoldSplitter,
@@ -26,7 +27,7 @@ from optuna_mto._splits import (
     dataset_fingerprint,
     make_splitter,
 )
-from optuna_mto._study import MTOStudy, create_study, load_study
+from optuna_mto._study import MTOStudy
 from optuna_mto._summary import CrossSplitSummary
 from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._trial import Explorer, SplitTrial

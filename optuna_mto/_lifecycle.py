@@ -26,11 +26,12 @@ from optuna.trial import TrialState
 
 from optuna_mto._claims import Budgets, SplitClaim, plan_next_claim
 from optuna_mto._errors import SplitsGivenUpError
+from optuna_mto._optuna_internals import rdb_backend, storage_of, trial_id_of
 from optuna_mto._retry import retry_transient
 from optuna_mto._schema import FAIL_REASON_KEY
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._runtime import StudyRuntime
 
 __all__ = ["SplitStatus", "WorkLeft", "given_up_error", "split_statuses", "work_left"]
 
@@ -74,7 +75,7 @@ class SplitStatus:
     reason: str = ""
 
 
-def budgets_of(study: MTOStudy) -> Budgets:
+def budgets_of(study: StudyRuntime) -> Budgets:
     """Return the study's (or this worker's overridden) budgets."""
     return Budgets(study.config.max_retries, study.config.max_preemptions)
 
@@ -93,9 +94,9 @@ def _owner_gone(claim: SplitClaim, host: str) -> bool:
     return False
 
 
-def _take_over(study: MTOStudy, claim: SplitClaim) -> None:
+def _take_over(study: StudyRuntime, claim: SplitClaim) -> None:
     """Mark the RUNNING trial of a dead local worker as failed (a lost worker)."""
-    storage = study.study._storage
+    storage = storage_of(study.study)
     reason = f"{LOST_WORKER}: process {claim.pid} on {claim.host} is gone"
     try:
         retry_transient(storage.set_trial_system_attr, claim.trial_id, FAIL_REASON_KEY, reason)
@@ -104,7 +105,7 @@ def _take_over(study: MTOStudy, claim: SplitClaim) -> None:
         pass
 
 
-def work_left(study: MTOStudy, take_over: bool = True) -> WorkLeft:
+def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
     """Return what is left to run of ``study``.
 
     With ``take_over``, trials of workers that died on this host are marked failed at
@@ -112,15 +113,14 @@ def work_left(study: MTOStudy, take_over: bool = True) -> WorkLeft:
     count as claimable (within the preemption budget), not as running. Without it
     (read-only views such as the summary) nothing is written.
     """
-    heartbeat_s = study._open_kwargs.get("heartbeat_interval")
+    heartbeat_s = study.open_kwargs.get("heartbeat_interval")
     orphan_after = datetime.timedelta(seconds=max(60, 2 * (heartbeat_s or 30)))
-    storage = study.study._storage
-    backend = getattr(storage, "_backend", storage)
+    backend = rdb_backend(storage_of(study.study))
     if take_over:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry_transient(optuna.storages.fail_stale_trials, study.study)
-    latest = retry_transient(study._claims.latest)
+    latest = retry_transient(study.claims.latest)
     states = {
         c.trial_id: retry_transient(backend.get_trial, c.trial_id).state
         for c in latest.values()
@@ -148,11 +148,11 @@ def work_left(study: MTOStudy, take_over: bool = True) -> WorkLeft:
     return WorkLeft(latest, plan, running, states)
 
 
-def split_statuses(study: MTOStudy, left: WorkLeft | None = None) -> list[SplitStatus]:
+def split_statuses(study: StudyRuntime, left: WorkLeft | None = None) -> list[SplitStatus]:
     """Return how each of the K splits stands (one storage read per attempt's trial)."""
     left = work_left(study) if left is None else left
     claimable = {split for split, _ in left.plan}
-    trials = {t._trial_id: t for t in study.study.get_trials(deepcopy=False)}
+    trials = {trial_id_of(t): t for t in study.study.get_trials(deepcopy=False)}
     out = []
     for split in range(study.n_splits):
         claim = left.latest.get(split)
@@ -187,7 +187,7 @@ def split_statuses(study: MTOStudy, left: WorkLeft | None = None) -> list[SplitS
 
 
 def given_up_error(
-    study: MTOStudy, statuses: list[SplitStatus], after_run: bool = False
+    study: StudyRuntime, statuses: list[SplitStatus], after_run: bool = False
 ) -> SplitsGivenUpError | None:
     """Return an error naming every given-up split (and why), or None if there is none.
 

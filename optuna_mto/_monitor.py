@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from optuna_mto._logging import get_logger
 from optuna_mto._progress import ProgressView
@@ -24,24 +24,29 @@ class StudyMonitor:
 
     It reads the K latest records (one query) every ``interval_s`` seconds, whichever
     worker, process or machine published them, and feeds a :class:`ProgressView`
-    (per split: step, fitness, transfers kept/tried, ETA). With ``dashboard=True`` it
-    also refreshes the optuna-dashboard figures and note (at most every 30 s, and
-    once more at the end). Neither ever interrupts training.
+    (per split: step, fitness, transfers kept/tried, ETA). With a ``publisher`` it
+    also calls ``publisher(study, force)`` at each look (optuna-dashboard's figures
+    and note: the publisher decides how often it really publishes; ``force`` once more
+    at the end). Neither ever interrupts training.
 
     Args:
         study: The study to watch.
         progress: Show the progress view.
-        dashboard: Publish figures to optuna-dashboard (skipped if not installed).
+        publisher: Called as ``publisher(study, force)``; None publishes nothing.
         interval_s: Seconds between looks at the blackboard.
     """
 
     def __init__(
-        self, study: MTOStudy, *, progress: bool, dashboard: bool, interval_s: float = 0.5
+        self,
+        study: MTOStudy,
+        *,
+        progress: bool,
+        publisher: Callable[[Any, bool], None] | None = None,
+        interval_s: float = 0.5,
     ) -> None:
         self._study = study
         self._view = ProgressView(study.n_splits) if progress else None
-        # Without optuna-dashboard installed there is nothing to publish to: stay quiet.
-        self._dashboard = dashboard and importlib.util.find_spec("optuna_dashboard") is not None
+        self._publisher = publisher
         self._interval_s = interval_s
         self._steps: dict[int, int] = {}  # furthest step seen per split
         self._runs: dict[int, int] = {}  # trial id of the run whose start the view knows
@@ -49,7 +54,7 @@ class StudyMonitor:
         self._thread = threading.Thread(target=self._run, name="mto-monitor", daemon=True)
 
     def __enter__(self) -> StudyMonitor:
-        if self._view is not None or self._dashboard:
+        if self._view is not None or self._publisher is not None:
             self._thread.start()
         return self
 
@@ -87,9 +92,7 @@ class StudyMonitor:
                         split, step, record.total_steps, record.fitness,
                         record.accepted, record.tried,
                     )  # fmt: skip
-            if self._dashboard:
-                from optuna_mto.visualization import refresh_dashboard
-
-                refresh_dashboard(self._study, force=force)
+            if self._publisher is not None:
+                self._publisher(self._study, force)
         except Exception as err:  # noqa: BLE001 - watching must never stop training.
             _logger.warning("Progress monitor: %s", err)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import multiprocessing
-import multiprocessing.connection
-import multiprocessing.process
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
@@ -27,9 +22,10 @@ from optuna_mto._claims import SplitClaim, utc_now
 from optuna_mto._handle import EvaluateFn, Shared
 from optuna_mto._hparams import retried_params
 from optuna_mto._lifecycle import work_left
-from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
-from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
+from optuna_mto._logging import get_logger
+from optuna_mto._optuna_internals import rdb_backend, storage_of, study_id_of, trial_id_of
 from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
+from optuna_mto._runtime import StudyRuntime
 from optuna_mto._schema import (
     ATTEMPT_KEY,
     FAIL_REASON_KEY,
@@ -38,13 +34,9 @@ from optuna_mto._schema import (
     RETRIED_FROM_KEY,
     SPLIT_KEY,
 )
-from optuna_mto._storage import open_storage, storage_url
 from optuna_mto._trial import SplitTrial
 
-if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
-
-__all__ = ["Job", "Worker", "run_processes", "run_threads"]
+__all__ = ["Job", "Worker", "run_threads"]
 
 _logger = get_logger(__name__)
 #: Seconds between two looks of an idle worker at splits that others still run.
@@ -82,13 +74,13 @@ class Worker:
     """Claims unfinished splits of a study one by one and runs each as a trial.
 
     Args:
-        study: The study.
+        runtime: The opened study.
         job: What to run.
         device: This worker's device (its model lives there).
     """
 
-    def __init__(self, study: MTOStudy, job: Job, device: str) -> None:
-        self.study = study
+    def __init__(self, runtime: StudyRuntime, job: Job, device: str) -> None:
+        self.study = runtime
         self.job = job
         self.device = device
         self.name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
@@ -99,15 +91,15 @@ class Worker:
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
         shared = Shared(
-            storage=study.study._storage,
-            study_id=study.study._study_id,
+            storage=storage_of(study.study),
+            study_id=study_id_of(study.study),
             study_name=study.study_name,
             direction=study.direction,
             n_splits=study.n_splits,
             seed=study.config.seed,
-            plan=study._plan(job.n_samples, job.targets),
-            store=study.checkpoint_store,
-            board=study._board,
+            plan=study.plan(job.n_samples, job.targets),
+            store=study.store,
+            board=study.board,
             manager=study.transfer,
             evaluate=job.evaluate,
             stop=job.stop,
@@ -128,13 +120,13 @@ class Worker:
         are still running waits for them: if their worker died, their heartbeat goes
         stale, they are marked failed, and this worker resumes them.
         """
-        heartbeat_s = self.study._open_kwargs.get("heartbeat_interval")
+        heartbeat_s = self.study.open_kwargs.get("heartbeat_interval")
         while not self.job.stop.is_set():
             left = work_left(self.study)
             for split, attempt in left.plan:
                 if self._failed_at_start(left.latest.get(split)):
                     continue
-                if retry_transient(self.study._claims.try_claim, split, attempt, self.name):
+                if retry_transient(self.study.claims.try_claim, split, attempt, self.name):
                     return split, attempt, left.latest.get(split)
             if not left.running or heartbeat_s is None:
                 return None
@@ -151,7 +143,7 @@ class Worker:
         """
         if claim is None or claim.trial_id is None or claim.claimed_at < self.job.since:
             return False
-        backend = getattr(self.study.study._storage, "_backend", self.study.study._storage)
+        backend = rdb_backend(storage_of(self.study.study))
         trial = retry_transient(backend.get_trial, claim.trial_id)
         return bool(trial.system_attrs.get(FAILED_AT_START_KEY))
 
@@ -170,10 +162,10 @@ class Worker:
             # The split keeps the hyperparameters it was given: never sampled again.
             earlier = self._last_trial_id(split, previous)
             if earlier is not None:
-                failed = retry_transient(study._storage.get_trial, earlier)
+                failed = retry_transient(storage_of(study).get_trial, earlier)
                 params, dists, kept_attrs = retried_params(failed)
             # The split's last record is from an earlier, failed attempt: resume from it.
-            record = retry_transient(self.study._board.read).get(split)
+            record = retry_transient(self.study.board.read).get(split)
             if record is not None and not record.finished:
                 resume = record
         template = FrozenTrial(
@@ -195,12 +187,12 @@ class Worker:
             intermediate_values={},
             trial_id=-1,
         )
-        storage = study._storage
+        storage = storage_of(study)
         # One transaction: a failed try leaves no half-made trial behind.
         trial_id = retry_transient(
-            storage.create_new_trial, study._study_id, template_trial=template
+            storage.create_new_trial, study_id_of(study), template_trial=template
         )
-        retry_transient(self.study._claims.attach_trial, split, attempt, trial_id)
+        retry_transient(self.study.claims.attach_trial, split, attempt, trial_id)
         trial = optuna.Trial(study, trial_id)
         split_trial = SplitTrial(
             shared, trial, split, attempt, self.device, resume_from=resume,
@@ -228,13 +220,13 @@ class Worker:
                 if isinstance(err, TRANSIENT_ERRORS):
                     pass  # the storage went away for too long: counted as a lost worker
                 elif isinstance(err, Exception):  # the user's code failed: uses up a retry
-                    retry_transient(self.study._claims.mark_errored, split, attempt)
+                    retry_transient(self.study.claims.mark_errored, split, attempt)
                     if at_start:
                         retry_transient(
                             storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
                         )
                 else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
-                    retry_transient(self.study._claims.mark_interrupted, split, attempt)
+                    retry_transient(self.study.claims.mark_interrupted, split, attempt)
                 self._tell(trial, state=TrialState.FAIL)
                 if not isinstance(err, KeyboardInterrupt):
                     self._callbacks(trial_id)
@@ -272,7 +264,7 @@ class Worker:
                 "value or call trial.report(value, step, model=model) with an evaluate function"
             )
             retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
-            retry_transient(self.study._claims.mark_errored, split, attempt)
+            retry_transient(self.study.claims.mark_errored, split, attempt)
             self._tell(trial, state=TrialState.FAIL)
             self._callbacks(trial_id)
             _logger.error("Split %d (trial %d) failed: %s", split, trial.number, reason)
@@ -293,13 +285,13 @@ class Worker:
             for t in retry_transient(self.study.study.get_trials, deepcopy=False)
             if t.system_attrs.get(SPLIT_KEY) == split
         ]
-        return max(trials, key=lambda t: t.number)._trial_id if trials else None
+        return trial_id_of(max(trials, key=lambda t: t.number)) if trials else None
 
     def _callbacks(self, trial_id: int) -> None:
         """Call ``callback(study, frozen_trial)`` for a split that ended, as Optuna does."""
         if not self.job.callbacks:
             return
-        frozen = retry_transient(self.study.study._storage.get_trial, trial_id)
+        frozen = retry_transient(storage_of(self.study.study).get_trial, trial_id)
         for callback in self.job.callbacks:
             callback(self.study.study, frozen)
 
@@ -307,7 +299,7 @@ class Worker:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
 
 
-def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
+def run_threads(runtime: StudyRuntime, job: Job, devices: list[str]) -> None:
     """Run one worker thread per device; re-raise the first worker error at the end.
 
     Ctrl-C and SIGTERM (see :func:`_interrupts.stop_on_signals`) set ``job.stop``: every
@@ -318,7 +310,7 @@ def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
 
     def run(device: str) -> None:
         try:
-            Worker(study, job, device).run()
+            Worker(runtime, job, device).run()
         except BaseException as err:  # noqa: BLE001 - re-raised in the caller.
             errors.append(err)
 
@@ -333,144 +325,3 @@ def run_threads(study: MTOStudy, job: Job, devices: list[str]) -> None:
     if errors:
         internal = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
         raise (internal or errors)[0]
-
-
-def run_processes(
-    study: MTOStudy, job: Job, dataset: Any, devices: list[str], timeout: float | None
-) -> None:
-    """Run one worker process per device (see :func:`_execution.worker_context`).
-
-    A worker process that dies (a signal, the OOM killer, a segfault) while splits are
-    left is replaced on the same device; the new worker takes the dead one's split over at
-    once (its process is gone from this host) and resumes it from its last checkpoint,
-    within the study's ``max_preemptions``. On ``job.stop`` (Ctrl-C, SIGTERM) the workers
-    get SIGTERM and stop at once, marking their splits interrupted.
-
-    Raises:
-        SystemExit: With one line, for a script that would run again in every worker
-            (no ``if __name__ == "__main__":`` guard).
-    """
-    _execution.check_main_guard()
-    ctx = _execution.worker_context()
-    threads = _execution.cpu_threads_per_worker(len(devices))
-    custom = study.config.artifact_store["kind"] == "custom"
-    payload = {
-        "study_name": study.study_name,
-        "storage": storage_url(study.study._storage),
-        "open_kwargs": study._open_kwargs,
-        "transfer": study.transfer,
-        "artifact_store": study.checkpoint_store.artifact_store if custom else None,
-        "max_retries": study.config.max_retries,
-        "max_preemptions": study.config.max_preemptions,
-        "since": job.since,
-        "sampler": study.study.sampler,
-        "pruner": study.study.pruner,
-        "callbacks": job.callbacks,
-        "verbosity": optuna.logging.get_verbosity(),
-    }
-    log_queue = ctx.Queue()
-
-    def start(i: int) -> multiprocessing.process.BaseProcess:
-        args = (payload, job.objective, job.evaluate, dataset, job.targets, devices[i], threads,
-                timeout, log_queue)  # fmt: skip
-        proc = ctx.Process(target=_process_main, args=args, name=f"mto-worker-{i}")
-        proc.start()
-        return proc
-
-    with QueueForwarder(log_queue):
-        _supervise(study, job, devices, start)
-
-
-def _supervise(
-    study: MTOStudy,
-    job: Job,
-    devices: list[str],
-    start: Callable[[int], multiprocessing.process.BaseProcess],
-) -> None:
-    """Wait for the worker processes; replace the ones that die while work is left."""
-    procs = {i: start(i) for i in range(len(devices))}
-    budget = study.n_splits * (study.config.max_preemptions + study.config.max_retries + 2)
-    signalled = guard_failed = False
-    while procs:
-        if job.stop.is_set() and not signalled:
-            signalled = True
-            for proc in procs.values():
-                if proc.is_alive():
-                    proc.terminate()  # SIGTERM: the worker marks its split interrupted
-        multiprocessing.connection.wait([p.sentinel for p in procs.values()], timeout=0.5)
-        for i, proc in list(procs.items()):
-            if proc.is_alive():
-                continue
-            proc.join()
-            del procs[i]
-            if proc.exitcode == GUARD_EXIT_CODE:
-                guard_failed = True
-                continue
-            if proc.exitcode == 0 or job.stop.is_set():
-                continue
-            _logger.warning(
-                "Worker process %s (pid %s, %s) died with exit code %s.",
-                proc.name, proc.pid, devices[i], proc.exitcode,
-            )  # fmt: skip
-            out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
-            left = work_left(study)  # takes the dead worker's split over at once
-            if (left.plan or left.running) and budget > 0 and not out_of_time:
-                budget -= 1
-                _logger.warning("Starting a new worker process on %s in its place.", devices[i])
-                procs[i] = start(i)
-    if guard_failed:
-        raise SystemExit(guard_message())
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _process_main(
-    payload: dict[str, Any],
-    objective: Callable[[SplitTrial], Any],
-    evaluate: EvaluateFn | None,
-    dataset: Any,
-    targets: Any,
-    device: str,
-    n_threads: int,
-    timeout: float | None,
-    log_queue: Any = None,
-) -> None:
-    from optuna_mto._errors import SplitsGivenUpError
-    from optuna_mto._study import load_study
-
-    # The parent decides when to stop: a terminal's Ctrl-C reaches the whole process
-    # group, so the worker ignores it and stops on the parent's SIGTERM instead.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    # The parent created the tables and checked their version already.
-    storage = open_storage(payload["storage"], checked=False, **payload["open_kwargs"])
-    torch.set_num_threads(n_threads)
-    if log_queue is not None:
-        forward_to_queue(log_queue, payload["verbosity"])
-    try:
-        study = load_study(
-            study_name=payload["study_name"],
-            storage=storage,
-            transfer=payload["transfer"],
-            artifact_store=payload["artifact_store"],
-            max_retries=payload["max_retries"],
-            max_preemptions=payload["max_preemptions"],
-            sampler=payload["sampler"],
-            pruner=payload["pruner"],
-            **payload["open_kwargs"],
-        )
-        # Each process has its own copy of the sampler: reseed it so that the processes do
-        # not all draw the same values (Optuna does the same for parallel workers).
-        study.study.sampler.reseed_rng()
-        study._since = payload["since"]  # failures at the start count from the parent's call
-        study.optimize(
-            objective, dataset=dataset, targets=targets, evaluate=evaluate,
-            n_jobs=1, executor="auto", devices=[device], timeout=timeout, dashboard=False,
-            callbacks=payload["callbacks"],
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        sys.exit(130)  # the split is marked interrupted; the parent reports it
-    except SplitsGivenUpError:
-        return  # the parent reports given-up splits, once, for the whole study

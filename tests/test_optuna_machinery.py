@@ -18,6 +18,7 @@ from _models import HOPELESS_SPLIT, adam_suggested, digits_trainer, tiny_mlp
 from optuna.trial import TrialState
 
 import optuna_mto
+from optuna_mto import _report
 from optuna_mto._optuna_parts import OPTUNA_PARTS_KEY
 from optuna_mto._storage import get_engine
 from optuna_mto.transfer import GreedyTransfer, NoTransfer, PBTTransfer
@@ -237,7 +238,8 @@ def test_pruned_record_is_never_a_donor(study_name):
         if trial.split == 0:
             raise optuna.TrialPruned()
         records.update(trial._shared.board.read())
-        records["context"] = trial._context(1, 0.1, trial._shared.board.read())
+        board = trial._shared.board.read()
+        records["context"] = _report._context(trial._shared, trial._handle, 1, 0.1, board)
 
     study.optimize(objective, dataset=100, evaluate=lambda m, i: 0.5, dashboard=False)
     assert records[0].pruned and records["context"].others == {}

@@ -126,7 +126,7 @@ def test_three_job_kills_and_a_worker_kill_lose_no_split(tmp_path, study_name):
     study = optuna_mto.load_study(study_name=study_name, storage=url)
     summary = study.summary()
     assert summary.complete and summary.states == ["complete"] * n_splits
-    statuses = split_statuses(study)
+    statuses = split_statuses(study._rt)
     assert all(s.errors == 0 for s in statuses)  # kills never count as errors
     assert sum(s.preemptions for s in statuses) >= 4
     victim_status = statuses[victim.params["split"]]
@@ -159,7 +159,7 @@ def test_two_quick_ctrl_c_leave_nothing_running_and_spend_no_retry(tmp_path, stu
     states = [t.state for t in _trials(url, study_name)]
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) == 2
     study = optuna_mto.load_study(study_name=study_name, storage=url, max_retries=0)
-    statuses = split_statuses(study)
+    statuses = split_statuses(study._rt)
     assert [s.state for s in statuses] == ["failed", "failed"]  # claimable at once
     assert all(s.errors == 0 and s.preemptions == 0 and s.interruptions == 1 for s in statuses)
 

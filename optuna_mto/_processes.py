@@ -1,0 +1,149 @@
+"""Worker processes: started from a picklable spec, supervised, replaced when they die."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+
+from optuna_mto import _execution
+from optuna_mto._lifecycle import work_left
+from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
+from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
+from optuna_mto._runtime import RuntimeSpec, StudyRuntime, open_runtime
+from optuna_mto._storage import open_storage
+from optuna_mto._worker import Job, Worker
+
+__all__ = ["run_processes"]
+
+_logger = get_logger(__name__)
+
+
+@dataclasses.dataclass
+class _ProcessJob:
+    """The picklable part of a :class:`Job`, and the worker process's settings."""
+
+    spec: RuntimeSpec
+    job: Job
+    device: str
+    n_threads: int
+    timeout: float | None
+    verbosity: int
+
+
+def run_processes(
+    runtime: StudyRuntime, job: Job, devices: list[str], timeout: float | None
+) -> None:
+    """Run one worker process per device (see :func:`_execution.worker_context`).
+
+    A worker process that dies (a signal, the OOM killer, a segfault) while splits are
+    left is replaced on the same device; the new worker takes the dead one's split over at
+    once (its process is gone from this host) and resumes it from its last checkpoint,
+    within the study's ``max_preemptions``. On ``job.stop`` (Ctrl-C, SIGTERM) the workers
+    get SIGTERM and stop at once, marking their splits interrupted.
+
+    Raises:
+        SystemExit: With one line, for a script that would run again in every worker
+            (no ``if __name__ == "__main__":`` guard).
+    """
+    _execution.check_main_guard()
+    ctx = _execution.worker_context()
+    threads = _execution.cpu_threads_per_worker(len(devices))
+    spec = RuntimeSpec.of(runtime)
+    # The stop event stays here: a worker stops on the parent's SIGTERM.
+    shipped = dataclasses.replace(job, stop=None, deadline=None)  # type: ignore[arg-type]
+    log_queue = ctx.Queue()
+
+    def start(i: int) -> multiprocessing.process.BaseProcess:
+        work = _ProcessJob(spec, shipped, devices[i], threads, timeout,
+                           optuna.logging.get_verbosity())  # fmt: skip
+        proc = ctx.Process(target=_process_main, args=(work, log_queue), name=f"mto-worker-{i}")
+        proc.start()
+        return proc
+
+    with QueueForwarder(log_queue):
+        _supervise(runtime, job, devices, start)
+
+
+def _supervise(
+    runtime: StudyRuntime,
+    job: Job,
+    devices: list[str],
+    start: Callable[[int], multiprocessing.process.BaseProcess],
+) -> None:
+    """Wait for the worker processes; replace the ones that die while work is left."""
+    procs = {i: start(i) for i in range(len(devices))}
+    config = runtime.config
+    budget = runtime.n_splits * (config.max_preemptions + config.max_retries + 2)
+    signalled = guard_failed = False
+    while procs:
+        if job.stop.is_set() and not signalled:
+            signalled = True
+            for proc in procs.values():
+                if proc.is_alive():
+                    proc.terminate()  # SIGTERM: the worker marks its split interrupted
+        multiprocessing.connection.wait([p.sentinel for p in procs.values()], timeout=0.5)
+        for i, proc in list(procs.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            del procs[i]
+            if proc.exitcode == GUARD_EXIT_CODE:
+                guard_failed = True
+                continue
+            if proc.exitcode == 0 or job.stop.is_set():
+                continue
+            _logger.warning(
+                "Worker process %s (pid %s, %s) died with exit code %s.",
+                proc.name, proc.pid, devices[i], proc.exitcode,
+            )  # fmt: skip
+            out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
+            left = work_left(runtime)  # takes the dead worker's split over at once
+            if (left.plan or left.running) and budget > 0 and not out_of_time:
+                budget -= 1
+                _logger.warning("Starting a new worker process on %s in its place.", devices[i])
+                procs[i] = start(i)
+    if guard_failed:
+        raise SystemExit(guard_message())
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _process_main(work: _ProcessJob, log_queue: Any = None) -> None:
+    """A worker process: open the study from the spec, then run splits as a worker."""
+    # The parent decides when to stop: a terminal's Ctrl-C reaches the whole process
+    # group, so the worker ignores it and stops on the parent's SIGTERM instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    spec = work.spec
+    # The parent created the tables and checked their version already.
+    storage = open_storage(spec.storage, checked=False, **spec.open_kwargs)
+    torch.set_num_threads(work.n_threads)
+    if log_queue is not None:
+        forward_to_queue(log_queue, work.verbosity)
+    runtime = open_runtime(
+        spec.study_name, storage, open_kwargs=spec.open_kwargs, transfer=spec.transfer,
+        artifact_store=spec.artifact_store, max_retries=spec.max_retries,
+        max_preemptions=spec.max_preemptions, sampler=spec.sampler, pruner=spec.pruner,
+    )  # fmt: skip
+    # Each process has its own copy of the sampler: reseed it so that the processes do
+    # not all draw the same values (Optuna does the same for parallel workers).
+    runtime.study.sampler.reseed_rng()
+    deadline = None if work.timeout is None else time.monotonic() + work.timeout
+    job = dataclasses.replace(work.job, deadline=deadline, stop=threading.Event())
+    try:
+        Worker(runtime, job, work.device).run()
+    except KeyboardInterrupt:
+        sys.exit(130)  # the split is marked interrupted; the parent reports it
