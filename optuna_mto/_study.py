@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,31 +10,24 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.trial import TrialState
 
-from optuna_mto import _ensemble, _execution
+from optuna_mto import _ensemble
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._claims import ClaimTable
-from optuna_mto._config import check_objective_direction
-from optuna_mto._dataset import bind_dataset, dataset_info
-from optuna_mto._errors import MTOError
+from optuna_mto._dataset import dataset_info
 from optuna_mto._events import TransferEvent
 from optuna_mto._handle import EvaluateFn
-from optuna_mto._interrupts import stop_on_signals
 from optuna_mto._lifecycle import given_up_error, split_statuses, work_left
 from optuna_mto._logging import get_logger
-from optuna_mto._main_guard import exit_if_worker_bootstrap
-from optuna_mto._monitor import StudyMonitor
+from optuna_mto._optimize import run_optimize
 from optuna_mto._plan import SplitPlan
-from optuna_mto._processes import run_processes
+from optuna_mto._results import best_checkpoint, transfer_events
 from optuna_mto._retry import retry_transient
 from optuna_mto._runtime import StudyRuntime
-from optuna_mto._schema import BEST_KEY, TRANSFER_ATTR_PREFIX
 from optuna_mto._state import unwrap_model
-from optuna_mto._summary import CrossSplitSummary, latest_split_trials
+from optuna_mto._summary import CrossSplitSummary
 from optuna_mto._trial import SplitTrial
-from optuna_mto._worker import Job, Worker, run_threads
-from optuna_mto.checkpoints import CheckpointRef, CheckpointStore
+from optuna_mto.checkpoints import CheckpointStore
 
 __all__ = ["MTOStudy"]
 
@@ -174,62 +165,11 @@ class MTOStudy:
             KeyboardInterrupt: After Ctrl-C or SIGTERM, once every split has stopped;
                 one line says how many splits will resume on the next run.
         """
-        exit_if_worker_bootstrap()  # a worker re-running an unguarded script
-        dataset = getattr(objective, "dataset", None) if dataset is None else dataset
-        targets = getattr(objective, "targets", None) if targets is None else targets
-        evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
-        check_objective_direction(objective, self.direction, self.study_name)
-        if self.transfer.enabled and evaluate is None:
-            raise ValueError(
-                "Transfer needs an evaluate function to score donors on each split's own "
-                "validation set: pass optimize(..., evaluate=fn) with fn(model, indices) -> "
-                "float, or create the study with transfer=optuna_mto.transfer.NoTransfer()."
-            )
-        n_samples, targets = bind_dataset(self._rt, dataset, targets)
-        left = work_left(self._rt)
-        if not left.plan and not left.running:
-            _logger.info("Study %r has no split left to run.", self.study_name)
-            self._raise_if_given_up()
-            return
-        callbacks = list(callbacks or [])
-        for callback in callbacks:
-            if not callable(callback):
-                raise ValueError(
-                    f"Each callback must be callable as callback(study, frozen_trial), but got "
-                    f"{callback!r}."
-                )
-        if callable(getattr(objective, "check_inputs", None)):
-            objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
-        mode = _execution.resolve_executor(
-            executor, n_jobs, objective, evaluate, dataset, *callbacks
-        )
-        devices = _execution.assign_devices(n_jobs, devices)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        job = Job(
-            objective, evaluate, n_samples, targets, deadline,
-            callbacks=callbacks,
+        run_optimize(
+            self, objective, dataset=dataset, targets=targets, evaluate=evaluate, n_jobs=n_jobs,
+            executor=executor, devices=devices, timeout=timeout, show_progress=show_progress,
+            dashboard=dashboard, callbacks=callbacks,
         )  # fmt: skip
-        try:
-            with StudyMonitor(self, progress=show_progress, publisher=_publisher(dashboard)):
-                if mode == "inline":  # Ctrl-C interrupts the split at once, where it is
-                    Worker(self._rt, job, devices[0]).run()
-                else:
-                    with stop_on_signals(job.stop):
-                        if mode == "thread":
-                            run_threads(self._rt, job, devices)
-                        else:
-                            run_processes(self._rt, job, devices, timeout)
-                    if job.stop.is_set():
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            resume = [s.split for s in split_statuses(self._rt) if s.state == "failed"]
-            _logger.warning(
-                "interrupted: %d split(s) will resume on the next run %s", len(resume), resume
-            )
-            raise
-        if deadline is None:
-            self._raise_if_given_up(after_run=True)
-        _ensemble.score_outputs_after_optimize(self, objective, evaluate)
 
     def _raise_if_given_up(self, after_run: bool = False) -> None:
         """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
@@ -254,29 +194,7 @@ class MTOStudy:
 
     def transfers(self) -> list[TransferEvent]:
         """Return every recorded transfer attempt of the splits' current runs, by step."""
-        events = []
-        for trial in latest_split_trials(self.study.get_trials(deepcopy=False)).values():
-            for key, value in trial.user_attrs.items():
-                if key.startswith(TRANSFER_ATTR_PREFIX):
-                    events.append(TransferEvent.from_dict(value))
-        return sorted(events, key=lambda e: (e.step, e.receiver))
-
-    def _best_ref(self, split: int | None, allow_incomplete: bool) -> tuple[int, CheckpointRef]:
-        summary = self.summary()
-        if split is None and not summary.complete and not allow_incomplete and summary.ranking:
-            raise MTOError(
-                f"Study {self.study_name!r} is incomplete ({summary.incomplete_reason}): its "
-                "best model is ranked on some splits only. Finish the study (run optimize "
-                "again), or pass allow_incomplete=True to take the best finished split."
-            )
-        split = summary.best_split if split is None else split
-        if split is None:
-            raise ValueError(f"No split of study {self.study_name!r} has finished yet.")
-        trials = latest_split_trials(self.study.get_trials(deepcopy=False))
-        trial = trials.get(split)
-        if trial is None or trial.state != TrialState.COMPLETE:
-            raise ValueError(f"Split {split} of study {self.study_name!r} has not finished.")
-        return split, CheckpointRef.from_dict(trial.system_attrs[BEST_KEY]["checkpoint"])
+        return transfer_events(self.study)
 
     def best_state_dict(
         self,
@@ -291,7 +209,7 @@ class MTOStudy:
             MTOError: If the study is incomplete (a split given up, failed, running or
                 never run) and neither ``split`` nor ``allow_incomplete=True`` is given.
         """
-        _, ref = self._best_ref(split, allow_incomplete)
+        ref = best_checkpoint(self.study, self.summary(), split, allow_incomplete)
         return self._rt.store.load(ref, map_location=map_location)["model"]
 
     def load_best_model(
@@ -370,12 +288,3 @@ class MTOStudy:
     def records(self) -> dict[int, SplitRecord]:
         """Return the latest published record of each split (the blackboard)."""
         return retry_transient(self._rt.board.read)
-
-
-def _publisher(dashboard: bool) -> Callable[[MTOStudy, bool], None] | None:
-    """optuna-dashboard's publisher for the monitor, if wanted and installed."""
-    if not dashboard or importlib.util.find_spec("optuna_dashboard") is None:
-        return None
-    from optuna_mto.visualization import refresh_dashboard
-
-    return lambda study, force: refresh_dashboard(study, force=force)

@@ -1,4 +1,4 @@
-"""Workers: claim a split of a study, run it as a trial, repeat; in threads or processes."""
+"""Workers: claim a split of a study, run it as a trial, repeat."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from optuna_mto._schema import (
 )
 from optuna_mto._trial import SplitTrial
 
-__all__ = ["Job", "Worker", "run_threads"]
+__all__ = ["Job", "Worker"]
 
 _logger = get_logger(__name__)
 #: Seconds between two looks of an idle worker at splits that others still run.
@@ -297,31 +297,3 @@ class Worker:
 
     def _tell(self, trial: optuna.Trial, **kwargs: Any) -> None:
         retry_transient(self.study.study.tell, trial, skip_if_finished=True, **kwargs)
-
-
-def run_threads(runtime: StudyRuntime, job: Job, devices: list[str]) -> None:
-    """Run one worker thread per device; re-raise the first worker error at the end.
-
-    Ctrl-C and SIGTERM (see :func:`_interrupts.stop_on_signals`) set ``job.stop``: every
-    split stops at its next report, and the workers' KeyboardInterrupt is re-raised here.
-    """
-    torch.set_num_threads(_execution.cpu_threads_per_worker(len(devices)))
-    errors: list[BaseException] = []
-
-    def run(device: str) -> None:
-        try:
-            Worker(runtime, job, device).run()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller.
-            errors.append(err)
-
-    threads = [
-        threading.Thread(target=run, args=(d,), name=f"mto-{i}") for i, d in enumerate(devices)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
-    if errors:
-        internal = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
-        raise (internal or errors)[0]

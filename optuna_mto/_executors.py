@@ -1,4 +1,7 @@
-"""Worker processes: started from a picklable spec, supervised, replaced when they die."""
+"""Executors: worker threads, or worker processes started from a picklable spec.
+
+Worker processes are supervised and replaced when they die while work is left.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from optuna_mto._runtime import RuntimeSpec, StudyRuntime, open_runtime
 from optuna_mto._storage import open_storage
 from optuna_mto._worker import Job, Worker
 
-__all__ = ["run_processes"]
+__all__ = ["run_processes", "run_threads"]
 
 _logger = get_logger(__name__)
 
@@ -39,6 +42,34 @@ class _ProcessJob:
     n_threads: int
     timeout: float | None
     verbosity: int
+
+
+def run_threads(runtime: StudyRuntime, job: Job, devices: list[str]) -> None:
+    """Run one worker thread per device; re-raise the first worker error at the end.
+
+    Ctrl-C and SIGTERM (see :func:`_interrupts.stop_on_signals`) set ``job.stop``: every
+    split stops at its next report, and the workers' KeyboardInterrupt is re-raised here.
+    """
+    torch.set_num_threads(_execution.cpu_threads_per_worker(len(devices)))
+    errors: list[BaseException] = []
+
+    def run(device: str) -> None:
+        try:
+            Worker(runtime, job, device).run()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller.
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=run, args=(d,), name=f"mto-{i}") for i, d in enumerate(devices)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)
+    if errors:
+        internal = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
+        raise (internal or errors)[0]
 
 
 def run_processes(

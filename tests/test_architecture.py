@@ -1,0 +1,141 @@
+"""The package's shape: no import cycle, Optuna internals in one module, humane sizes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "optuna_mto"
+#: Private Optuna attributes; only ``_optuna_internals`` may touch them.
+OPTUNA_PRIVATE_ATTRS = {"_storage", "_study_id", "_trial_id", "_backend"}
+MAX_LINES = 320
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement except those under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _edges(modules: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([base] if base else []))  # fmt: skip
+                # ``from pkg import mod`` imports the module; ``from pkg import name`` the
+                # package (every import runs the parent packages' __init__ too, as always).
+                subs = [f"{base}.{alias.name}" for alias in node.names]
+                targets = [t for t in subs if t in modules] or [base]
+            for target in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_even_through_function_level_imports() -> None:
+    graph = _edges(_modules())
+    # A package's __init__ importing its own submodules is how re-exports work; a cycle
+    # through a package's __init__ needs a submodule importing the package back.
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_visualization_is_a_leaf() -> None:
+    graph = _edges(_modules())
+    importers = sorted(
+        name
+        for name, targets in graph.items()
+        if not name.startswith("optuna_mto.visualization")
+        and any(t.startswith("optuna_mto.visualization") for t in targets)
+    )
+    # The CLI draws figures; optimize injects the dashboard publisher into the monitor.
+    assert importers == ["optuna_mto._optimize", "optuna_mto.cli"]
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_optuna_internals_only_through_the_adapter(name: str) -> None:
+    if name == "optuna_mto._optuna_internals":
+        return
+    tree = ast.parse(_modules()[name].read_text())
+    private = sorted(
+        {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr in OPTUNA_PRIVATE_ATTRS
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        }
+    )
+    modules = sorted(
+        {
+            node.module
+            for node in _runtime_imports(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("optuna.")
+            and any(part.startswith("_") for part in node.module.split("."))
+        }
+    )
+    assert (private, modules) == ([], []), f"use optuna_mto._optuna_internals in {name}"
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_modules_stay_small(name: str) -> None:
+    lines = len(_modules()[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines; split it (limit {MAX_LINES})"
