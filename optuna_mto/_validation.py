@@ -6,7 +6,7 @@ import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_int", "check_number", "is_int"]
+__all__ = ["check_choice", "check_int", "check_name", "check_number", "is_int"]
 
 
 def is_int(value: Any, *, numpy: bool = False) -> bool:
@@ -75,3 +75,9 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """
     if not isinstance(value, Hashable) or value not in choices:
         raise ValueError(f"{name} must be one of {choices!r}, but got {name}={value!r}.")
+
+
+def check_name(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, but got {name}={value!r}.")

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from optuna_mto._validation import check_choice, check_int, check_number
+from optuna_mto._validation import check_choice, check_int, check_name, check_number
 
 
 def test_check_int_bounds_and_types():
@@ -47,3 +47,10 @@ def test_check_choice_names_the_choices_as_given():
     for bad in (["a"], None, 3):
         with pytest.raises(ValueError, match=r"kind must be one of \['a', 'b'\], but got kind="):
             check_choice("kind", bad, ["a", "b"])
+
+
+def test_check_name_needs_a_non_empty_string():
+    check_name("metric_name", "acc")
+    for bad in ("", None, 3):
+        with pytest.raises(ValueError, match=r"metric_name must be a non-empty string, but got"):
+            check_name("metric_name", bad)

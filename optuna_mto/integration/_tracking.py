@@ -27,7 +27,7 @@ def numeric(values: dict[str, Any]) -> dict[str, float]:
 
 
 def report_metrics(result: ReportResult, params: dict[str, Any], name: str) -> dict[str, float]:
-    """Return the metrics of one report: the score, transfer outcome, current hparams."""
+    """Return the metrics of one report: the fitness, transfer outcome, current hparams."""
     metrics = {name: float(result.fitness)}
     if result.transfer is not None and not result.transfer.reason:
         metrics["transfer_accepted"] = float(result.transfer.accepted)
