@@ -8,8 +8,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto._events import ReportResult
-from optuna_mto._hparams import CURRENT_ATTR
-from optuna_mto._schema import SPLIT_KEY
+from optuna_mto._schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY
 
 __all__ = ["STATUS", "numeric", "report_metrics", "split_of"]
 
@@ -44,4 +43,4 @@ def split_of(trial: FrozenTrial) -> int | None:
 def current_params(trial: FrozenTrial) -> dict[str, Any]:
     """Return the hyperparameters the split ended with (its sampled params if none changed)."""
     sampled = {k: v for k, v in trial.params.items() if k != "split"}
-    return {**sampled, **trial.user_attrs.get(CURRENT_ATTR, {})}
+    return {**sampled, **trial.user_attrs.get(CURRENT_HPARAMS_ATTR, {})}
