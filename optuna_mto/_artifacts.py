@@ -32,7 +32,7 @@ from optuna_mto.checkpoints import (
     CheckpointStore,
     DatabaseArtifactStore,
 )
-from optuna_mto.checkpoints._stores import _artifacts_table, _chunks_table
+from optuna_mto.checkpoints._database_store import artifacts_table, chunks_table
 
 __all__ = ["CHECKPOINT_MIMETYPE", "promote_checkpoint", "register_checkpoint"]
 
@@ -88,7 +88,7 @@ def _rename(artifact_store: Any, old: str, new: str) -> bool:
         retry_transient(os.replace, path, artifact_store._get_filepath(new))
         return True
     if isinstance(artifact_store, DatabaseArtifactStore):
-        a, c = _artifacts_table, _chunks_table
+        a, c = artifacts_table, chunks_table
 
         def update() -> None:
             with artifact_store.engine.begin() as conn:

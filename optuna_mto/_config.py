@@ -8,14 +8,15 @@ from typing import Any
 
 from optuna_mto._errors import ConfigConflictError
 from optuna_mto._schema import CONFIG_KEY
-from optuna_mto._validation import check_int, check_number
+from optuna_mto._splits import check_splitter
+from optuna_mto._validation import check_choice, check_int, check_number
 
 __all__ = ["CONFIG_KEY", "StudyConfig", "check_objective_direction"]
 
 #: Fields that change how failures are handled, not the results: a worker may differ.
 _OPERATIONAL = ("max_retries", "max_preemptions")
-_SPLITTERS = ("random", "kfold", "stratified")
-_ARTIFACT_KINDS = ("file", "database", "custom")
+#: Where checkpoints can live (``artifact_store["kind"]``).
+_STORES = ("file", "database", "custom")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,26 +58,10 @@ class StudyConfig:
     max_preemptions: int = 20
 
     def __post_init__(self) -> None:
-        check_int("n_splits", self.n_splits, 1)
-        check_number(
-            "validation_fraction", self.validation_fraction, 0, 1,
-            low_open=True, high_open=True, kind="float",
-        )  # fmt: skip
-        check_int("seed", self.seed, 0)
-        if self.splitter not in _SPLITTERS:
-            raise ValueError(
-                f"splitter must be one of {_SPLITTERS}, but got splitter={self.splitter!r}."
-            )
-        if self.splitter == "kfold" and self.n_splits < 2:
-            raise ValueError(
-                "The 'kfold' splitter needs n_splits >= 2, "
-                f"but got n_splits={self.n_splits}. Use splitter='random' for one split."
-            )
-        kind = self.artifact_store.get("kind", "file")
-        if kind not in _ARTIFACT_KINDS:
-            raise ValueError(
-                f"artifact_store kind must be one of {_ARTIFACT_KINDS}, but got {kind!r}."
-            )
+        check_splitter(
+            self.splitter, self.n_splits, self.validation_fraction, self.seed, name="splitter"
+        )
+        check_choice("artifact_store['kind']", self.artifact_store.get("kind", "file"), _STORES)
         check_int("max_retries", self.max_retries, 0)
         check_int("max_preemptions", self.max_preemptions, 0)
         check_number("selection_fraction", self.selection_fraction, 0, 0.5, kind="float")

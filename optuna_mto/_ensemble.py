@@ -5,7 +5,8 @@ their outputs (softmax probabilities for classifiers, plain outputs for regressi
 a *soup* averages their weights into one model of the original size. A soup only
 works when the members share ancestry (one split's weights copied into the others
 by transfer): weight averages of independently initialised networks score near
-chance, so :func:`build_soup` refuses them unless told otherwise.
+chance, so :func:`build_soup` refuses them unless told otherwise. The averaging itself
+is in :mod:`optuna_mto._soup`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from optuna_mto._schema import DATASET_KEY, LINEAGE_KEY, OUTPUTS_KEY
+from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._summary import latest_split_trials
-from optuna_mto.transfer import is_better
+from optuna_mto._validation import check_choice
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
@@ -31,15 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTPUTS_KEY",
     "Ensemble",
-    "average_states",
     "build_ensemble",
     "build_soup",
-    "greedy_soup",
+    "save_state_dict",
     "score_outputs",
-    "shared_ancestry",
+    "score_outputs_after_optimize",
 ]
 
-#: Study system attribute holding the scores of the final outputs (see :func:`score_outputs`).
 _COMBINE = ("softmax", "mean")
 _SOUPS = ("uniform", "greedy")
 
@@ -68,8 +68,7 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module], combine: str = "softmax") -> None:
         super().__init__()
-        if combine not in _COMBINE:
-            raise ValueError(f"combine must be one of {_COMBINE}, but got combine={combine!r}.")
+        check_choice("combine", combine, _COMBINE)
         if not members:
             raise ValueError("An ensemble needs at least one member, but got none.")
         self.members = nn.ModuleList(members)
@@ -121,73 +120,6 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike[s
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Return the element-wise mean of ``state_dict``s of one architecture.
-
-    Floating-point tensors are averaged; integer tensors (such as BatchNorm's
-    ``num_batches_tracked``) are taken from the first state.
-
-    Raises:
-        ValueError: If there is no state, or the states' names or shapes differ.
-    """
-    if not states:
-        raise ValueError("Cannot average zero state_dicts; pass at least one.")
-    first = states[0]
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in first.items():
-        for index, other in enumerate(states[1:], start=1):
-            if name not in other or other[name].shape != tensor.shape:
-                raise ValueError(
-                    f"State {index} has no tensor {name!r} of shape {tuple(tensor.shape)}; "
-                    "every member of a soup must have the same architecture."
-                )
-        if tensor.is_floating_point():
-            out[name] = torch.stack([s[name].to(tensor.device) for s in states]).mean(dim=0)
-        else:
-            out[name] = tensor.clone()
-    return out
-
-
-def shared_ancestry(lineages: Mapping[int, Sequence[int]]) -> bool:
-    """Return True when the lineages of all members have a split in common.
-
-    A lineage lists the splits whose weights shaped a model (its own and every donor's,
-    see ``SplitTrial.lineage``). A common split means every member descends from
-    weights that were copied between them; disjoint lineages are independently
-    initialised networks, whose weight average is useless.
-    """
-    common: set[int] | None = None
-    for lineage in lineages.values():
-        common = set(lineage) if common is None else common & set(lineage)
-    return bool(common)
-
-
-def greedy_soup(
-    candidates: Sequence[Mapping[str, torch.Tensor]],
-    score: Callable[[dict[str, torch.Tensor]], float],
-    direction: str,
-) -> tuple[list[int], float]:
-    """Greedy soup (Wortsman et al., 2022): add members only while the score improves.
-
-    Args:
-        candidates: States ordered best first (by their own score).
-        score: Scores an averaged state on the selection rows.
-        direction: ``"maximize"`` or ``"minimize"``.
-
-    Returns:
-        The indices (into ``candidates``) of the members kept, and the soup's score.
-    """
-    kept = [0]
-    best = score(dict(candidates[0]))
-    for index in range(1, len(candidates)):
-        trial = average_states([candidates[i] for i in [*kept, index]])
-        value = score(trial)
-        if is_better(value, best, direction):
-            kept.append(index)
-            best = value
-    return kept, best
 
 
 # ---------------------------------------------------------------------- study side
@@ -244,8 +176,7 @@ def build_soup(
         The soup (a fresh ``model_fn()`` holding the averaged weights), the splits in
         it, and its score on ``indices`` (NaN when not scored).
     """
-    if method not in _SOUPS:
-        raise ValueError(f"method must be one of {_SOUPS}, but got method={method!r}.")
+    check_choice("method", method, _SOUPS)
     trials = _finished(study, splits)
     lineages = _lineages(trials)
     if check_ancestry and len(trials) > 1 and not shared_ancestry(lineages):
@@ -284,9 +215,9 @@ def build_soup(
     own = {s: score(dict(states[s])) for s in states}
     sign = -1.0 if study.direction == "maximize" else 1.0
     order = sorted(states, key=lambda s: (sign * own[s], s))
-    kept, value = greedy_soup([states[s] for s in order], score, study.direction)
+    kept, soup_score = greedy_soup([states[s] for s in order], score, study.direction)
     members = [order[i] for i in kept]
-    return build(average_states([states[s] for s in members])), members, value
+    return build(average_states([states[s] for s in members])), members, soup_score
 
 
 def score_outputs(
@@ -315,8 +246,8 @@ def score_outputs(
         out["ensemble"] = {"score": float(evaluate(ensemble, indices)), "splits": splits}
     for method in _SOUPS:
         try:
-            _, members, value = build_soup(study, model_fn, method, evaluate, indices)
-            out[f"{method}_soup"] = {"score": value, "splits": members}
+            _, members, soup_score = build_soup(study, model_fn, method, evaluate, indices)
+            out[f"{method}_soup"] = {"score": soup_score, "splits": members}
         except ValueError as err:
             out[f"{method}_soup"] = {"error": str(err)}
     storage = study.study._storage

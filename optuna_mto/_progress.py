@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
+from optuna_mto._summary import format_number
+
 __all__ = ["ProgressView", "SplitProgress", "format_duration", "render_lines"]
 
 _UP = "\x1b[{n}F"  # cursor to the start of the line n lines up
@@ -103,7 +105,7 @@ def render_lines(rows: Iterable[SplitProgress], now: float, width: int | None = 
             continue
         total = "?" if row.total_steps is None else str(row.total_steps)
         steps = f"{row.step + 1:>{step_w}}/{total:<{step_w}}"
-        fitness = "-" if math.isnan(row.fitness) else f"{row.fitness:.4f}"
+        fitness = format_number(row.fitness)
         if row.done:
             tail = "done"
         else:

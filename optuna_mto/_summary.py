@@ -16,26 +16,27 @@ from optuna_mto._schema import (
     OUTPUTS_KEY,
     OVERLAP_KEY,
     SELECTION_SCORE_KEY,
-    SPLIT_KEY,
+    TRANSFER_ATTR_PREFIX,
 )
+from optuna_mto._split_trials import count_transfers, latest_split_trials, transfer_tried
 
-__all__ = ["CrossSplitSummary", "latest_split_trials"]
+__all__ = [
+    "CrossSplitSummary",
+    "count_transfers",
+    "format_number",
+    "latest_split_trials",
+    "transfer_tried",
+]
 
 
-def latest_split_trials(
-    trials: list[optuna.trial.FrozenTrial],
-) -> dict[int, optuna.trial.FrozenTrial]:
-    """Return, per split, its completed trial (or else its latest attempt)."""
-    out: dict[int, optuna.trial.FrozenTrial] = {}
-    for trial in trials:
-        split = trial.system_attrs.get(SPLIT_KEY)
-        if split is None:
-            continue
-        held = out.get(split)
-        if held is None or held.state != TrialState.COMPLETE:
-            if trial.state == TrialState.COMPLETE or held is None or trial.number > held.number:
-                out[split] = trial
-    return out
+def format_number(value: float | None, spec: str = "{:.4f}", missing: str = "-") -> str:
+    """Format a table cell: ``spec`` for a number, ``missing`` for NaN or None.
+
+    Every table and figure label of a study formats its numbers here.
+    """
+    if value is None or math.isnan(value):
+        return missing
+    return spec.format(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +52,11 @@ class CrossSplitSummary:
         direction: ``"maximize"`` or ``"minimize"``.
         matrix: K x K scores.
         trial_numbers: Optuna trial number of each split's completed run (-1 if none).
-        own: Each split's best score on its own validation set during training.
-        accepted_transfers: Accepted transfers per split.
-        proposed_transfers: Attempted transfers per split.
+        own: Each split's best fitness: its best value on its own validation set
+            during training.
+        accepted_transfers: Transfers kept per split.
+        proposed_transfers: Transfers tried per split (a candidate was scored; see
+            :func:`transfer_tried`).
         overlap: ``overlap[i, j]``: share of split j's validation rows that split i's
             best model has trained on, counting inherited weights (NaN if unknown).
             Off-diagonal values near 1 mean the cross-split mean is optimistic.
@@ -102,9 +105,8 @@ class CrossSplitSummary:
         for split, trial in latest_split_trials(study.get_trials(deepcopy=False)).items():
             if split >= n_splits:
                 continue
-            events = [v for k, v in trial.user_attrs.items() if k.startswith("transfer:")]
-            proposed[split] = sum(1 for e in events if e.get("after") is not None)
-            accepted[split] = sum(1 for e in events if e.get("accepted"))
+            events = [v for k, v in trial.user_attrs.items() if k.startswith(TRANSFER_ATTR_PREFIX)]
+            accepted[split], proposed[split] = count_transfers(events)
             pruned[split] = trial.state == TrialState.PRUNED
             if trial.state != TrialState.COMPLETE:
                 continue
@@ -184,11 +186,21 @@ class CrossSplitSummary:
         ]
         return ", ".join(parts)
 
-    def to_table(self) -> str:
-        """Return the ranked table as plain text."""
+    @property
+    def row_order(self) -> list[int]:
+        """The splits in the order of the table's rows: ranked, then the others."""
+        ranking = self.ranking
+        return ranking + [s for s in range(self.n_splits) if s not in ranking]
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """Return the ranked table's header and rows, as text cells.
+
+        :meth:`to_table` aligns them; the optuna-dashboard note shows them as Markdown,
+        so both always show the same columns.
+        """
         k = self.n_splits
-        head = ["rank", "split", "trial"] + [f"val{j}" for j in range(k)] + ["mean", "own", "xfer"]
-        head.append("seen")
+        head = ["rank", "split", "trial"] + [f"val{j}" for j in range(k)]
+        head += ["mean", "own", "xfer", "seen"]
         if self.uses_selection:
             head.append("select")
         if self.failures is not None:
@@ -196,23 +208,43 @@ class CrossSplitSummary:
         if self.states is not None:
             head.append("state")
         rows = []
-        ranked = self.ranking + [s for s in range(k) if s not in self.ranking]
-        for position, split in enumerate(ranked, start=1):
+        for position, split in enumerate(self.row_order, start=1):
             done = split in self.ranking
             is_pruned = bool(self.pruned and self.pruned[split])
             cells = [str(position) if done else ("pruned" if is_pruned else "-"), str(split)]
             cells.append(str(self.trial_numbers[split]) if self.trial_numbers[split] >= 0 else "-")
-            cells += [_fmt(v) for v in self.matrix[split]]
-            cells += [_fmt(self.mean[split]), _fmt(self.own[split])]
+            cells += [format_number(v) for v in self.matrix[split]]
+            cells += [format_number(self.mean[split]), format_number(self.own[split])]
             cells.append(f"{self.accepted_transfers[split]}/{self.proposed_transfers[split]}")
-            cells.append(_fmt(self.seen_share[split], "{:.0%}"))
+            cells.append(format_number(self.seen_share[split], "{:.0%}"))
             if self.uses_selection:
-                cells.append(_fmt(self.selection[split]))  # type: ignore[index]
+                cells.append(format_number(self.selection[split]))  # type: ignore[index]
             if self.failures is not None:
                 cells.append("{}/{}".format(*self.failures[split]))
             if self.states is not None:
                 cells.append(self.states[split])
             rows.append(cells)
+        return head, rows
+
+    def legend(self) -> list[str]:
+        """Return the lines that explain the table's columns."""
+        lines = [
+            "valJ: best model of the split scored on split J's validation set; xfer: "
+            "kept/tried transfers;",
+            "seen: share of the other splits' validation rows the model trained on (incl. "
+            "inherited weights)",
+        ]
+        if self.uses_selection:
+            lines[-1] += "; select: score on the held-out selection set (ranks the models)"
+        if self.failures is not None:
+            lines.append(
+                "err/lost: attempts that raised (max_retries) / lost their worker (max_preemptions)"
+            )
+        return lines
+
+    def to_table(self) -> str:
+        """Return the ranked table as plain text."""
+        head, rows = self.table()
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [
             "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]
@@ -220,21 +252,10 @@ class CrossSplitSummary:
         title = f"Cross-split validation ({self.direction}) of study {self.study_name!r}"
         if not self.complete:
             title += f"\nINCOMPLETE: {self.incomplete_reason}"
-        note = (
-            "valJ: best model of the split scored on split J's validation set; xfer: "
-            "kept/tried transfers;\nseen: share of the other splits' validation rows the "
-            "model trained on (incl. inherited weights)"
-        )
-        if self.uses_selection:
-            note += "; select: score on the held-out selection set (ranks the models)"
-        if self.failures is not None:
-            note += (
-                "\nerr/lost: attempts that raised (max_retries) / lost their worker "
-                "(max_preemptions)"
-            )
-        return "\n".join([title, *lines, note, *self._outputs_lines()])
+        return "\n".join([title, *lines, *self.legend(), *self.outputs_lines()])
 
-    def _outputs_lines(self) -> list[str]:
+    def outputs_lines(self) -> list[str]:
+        """Return the lines on the final outputs' scores (none until they are scored)."""
         if not self.outputs:
             return []
         lines = [
@@ -246,7 +267,9 @@ class CrossSplitSummary:
             if entry is None:
                 continue
             if "score" in entry:
-                lines.append(f"  {label:<13}{_fmt(entry['score'])}  splits {entry['splits']}")
+                lines.append(
+                    f"  {label:<13}{format_number(entry['score'])}  splits {entry['splits']}"
+                )
             else:
                 why = "members share no ancestry" if "ancestry" in entry["error"] else "not scored"
                 lines.append(f"  {label:<13}refused ({why})")
@@ -265,7 +288,3 @@ _OUTPUTS = (
     ("uniform_soup", "uniform soup"),
     ("greedy_soup", "greedy soup"),
 )
-
-
-def _fmt(value: float, spec: str = "{:.4f}") -> str:
-    return "-" if math.isnan(value) else spec.format(value)

@@ -14,7 +14,7 @@ from torch import nn
 from optuna_mto._hparams import call_with_trial, takes_trial
 from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
 from optuna_mto._trial import SplitTrial
-from optuna_mto._validation import check_int
+from optuna_mto._validation import check_choice, check_int
 
 __all__ = ["SupervisedTrainer"]
 
@@ -49,7 +49,9 @@ class SupervisedTrainer:
             stepped once per epoch; its state is checkpointed and transferred with the
             weights.
         loss_fn: Training loss; default cross-entropy.
-        metric: ``"accuracy"`` (maximize) or ``"loss"`` (minimize) on the validation set.
+        metric: How a model is scored on some rows: ``"accuracy"`` (maximize) or
+            ``"loss"`` (minimize). Each epoch reports its score on the validation set
+            as the trial's value.
         epochs: Epochs per split; one report (and transfer opportunity) per epoch.
         batch_size: Training batch size.
         eval_batch_size: Evaluation batch size.
@@ -60,13 +62,13 @@ class SupervisedTrainer:
             through a fresh model on the CPU (forward, loss, backward) and reports a
             wrong input size or output shape once, clearly (see :meth:`check_inputs`).
             Turn off for models that only run on a GPU.
+        prune: After each epoch's report, ask the study's pruner
+            (``trial.should_prune()``) and end the split as PRUNED when it says so.
 
     Raises:
         ValueError: For targets that do not suit the metric or the loss (text labels,
             float labels with ``metric="accuracy"``, integer targets for a regression
             loss, a wrong shape), naming the value and the fix.
-        prune: After each epoch's report, ask the study's pruner
-            (``trial.should_prune()``) and end the split as PRUNED when it says so.
     """
 
     def __init__(
@@ -87,8 +89,7 @@ class SupervisedTrainer:
         check_first_batch: bool = True,
         prune: bool = False,
     ) -> None:
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {tuple(_METRICS)}, but got metric={metric!r}.")
+        check_choice("metric", metric, tuple(_METRICS))
         check_int("epochs", epochs, 1)
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1)
@@ -224,7 +225,7 @@ class SupervisedTrainer:
         return float(total) / max(count, 1)
 
     def evaluate(self, model: nn.Module, indices: np.ndarray) -> float:
-        """Return the metric of ``model`` on the rows ``indices`` of the dataset."""
+        """Return the score of ``model`` on the rows ``indices``: its metric there."""
         if self.metric == "accuracy":
             return self._mean_over_rows(
                 model, indices, lambda outputs, labels: (outputs.argmax(dim=1) == labels).sum()

@@ -140,11 +140,12 @@ def _cmd_transfers(args: argparse.Namespace) -> int:
 
 
 def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
+    """A transfer event's field as a table cell, numbers formatted as in the summary."""
+    from optuna_mto._summary import format_number
+
     if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+        return format_number(value)
+    return "-" if value is None or value == "" else str(value)
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

@@ -89,11 +89,12 @@ def test_valid_values_are_accepted(kwargs) -> None:
         ),
         (
             {"splitter": "kfold", "n_splits": 1},
-            "The 'kfold' splitter needs n_splits >= 2, but got n_splits=1.",
+            "The 'kfold' splitter (KFoldSplitter) needs n_splits >= 2, but got n_splits=1.",
         ),
         (
             {"artifact_store": {"kind": "s3"}},
-            "artifact_store kind must be one of ('file', 'database', 'custom'), but got 's3'.",
+            "artifact_store['kind'] must be one of ('file', 'database', 'custom'), "
+            "but got artifact_store['kind']='s3'.",
         ),
         ({"max_retries": -1}, "max_retries must be an integer >= 0, but got max_retries=-1."),
     ],

@@ -147,9 +147,11 @@ def test_dashboard_shows_the_study_and_its_figures(tmp_path, study_name, digits)
                 state = torch.load(io.BytesIO(downloaded), weights_only=True)
                 assert state["model"].keys() == study.best_state_dict().keys()
 
-                # The study note: configuration and the ranking table.
+                # The study note: configuration and the summary's ranking table.
                 page.goto(f"http://127.0.0.1:{port}/dashboard/studies/{study.study._study_id}/note")
-                expect(page.get_by_role("table").nth(1)).to_contain_text("transfers kept/tried")
+                expect(page.get_by_role("table").nth(1)).to_contain_text("xfer")
+                expect(page.get_by_role("table").nth(1)).to_contain_text("seen")
+                expect(page.get_by_text("kept/tried transfers")).to_be_visible()
                 expect(page.get_by_role("table").first).to_contain_text("GreedyTransfer(")
                 page.screenshot(path=tmp_path / "note.png")
                 assert errors == []

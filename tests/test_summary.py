@@ -21,7 +21,12 @@ OWN = {0: 0.91, 1: 0.66, 3: 0.97}
 
 
 def _event(step: int, accepted: bool, after: float | None) -> dict:
-    return {"step": step, "donor": 1, "before": 0.45, "after": after, "accepted": accepted}
+    # An attempt that scored no candidate says why (TransferEvent.reason).
+    reason = "" if after is not None else "donor checkpoint unreadable"
+    return {
+        "step": step, "donor": 1, "before": 0.45, "after": after, "accepted": accepted,
+        "reason": reason,
+    }  # fmt: skip
 
 
 def _trial(split: int, state: TrialState, *, events=None, value=None, cross="table", own=None):
@@ -52,7 +57,7 @@ def _build_study(tmp_path, direction: str) -> optuna.Study:
         direction=direction,
     )
     # Trial 0: split 0 completes with one accepted and one rejected transfer, plus a
-    # skipped attempt (no "after": not proposed).
+    # skipped attempt (a reason, no "after": not tried).
     study.add_trial(
         _trial(
             0,
@@ -119,7 +124,7 @@ def test_own_best_fitness(summary) -> None:
 
 
 def test_transfer_counts(summary) -> None:
-    # Split 0: 2 proposed (the third event has no "after"), 1 accepted.
+    # Split 0: 2 tried (the third event gives a reason: nothing was scored), 1 accepted.
     # Split 1: counted on the completed retry only. Split 2: its latest (failed) attempt.
     assert summary.accepted_transfers == [1, 0, 1, 0]
     assert summary.proposed_transfers == [2, 1, 1, 0]

@@ -1,15 +1,16 @@
-"""Tensors-only checkpoints with checksums, stored in atomic artifact stores."""
+"""Tensors-only checkpoints with checksums, stored in atomic artifact stores.
 
-from optuna_mto.checkpoints._format import deserialize_state, serialize_state, sha256_hex
-from optuna_mto.checkpoints._store import CheckpointRef, CheckpointStore
-from optuna_mto.checkpoints._stores import AtomicFileSystemArtifactStore, DatabaseArtifactStore
+The serialisation helpers (``serialize_state``, ``deserialize_state``, ``sha256_hex``)
+are internal; they live in :mod:`optuna_mto.checkpoints._format`.
+"""
+
+from optuna_mto.checkpoints._checkpoint_store import CheckpointRef, CheckpointStore
+from optuna_mto.checkpoints._database_store import DatabaseArtifactStore
+from optuna_mto.checkpoints._file_store import AtomicFileSystemArtifactStore
 
 __all__ = [
     "AtomicFileSystemArtifactStore",
     "CheckpointRef",
     "CheckpointStore",
     "DatabaseArtifactStore",
-    "deserialize_state",
-    "serialize_state",
-    "sha256_hex",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from optuna_mto._trial import SplitTrial
+from optuna_mto._validation import check_choice
 
 __all__ = ["check_callback_args", "refuse_explorer"]
 
@@ -40,6 +41,5 @@ def check_callback_args(trial: object, step: str, steps: tuple[str, ...], name: 
             f"{name} needs the optuna_mto.SplitTrial the objective received, but got "
             f"{type(trial).__name__}."
         )
-    if step not in steps:
-        raise ValueError(f"step must be one of {steps}, but got step={step!r}.")
+    check_choice("step", step, steps)
     refuse_explorer(trial, name)

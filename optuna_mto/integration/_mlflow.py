@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial
 from optuna_mto._events import ReportResult
 from optuna_mto._schema import CROSS_SCORES_ATTR
 from optuna_mto._trial import SplitTrial
+from optuna_mto._validation import check_name
 from optuna_mto.integration._tracking import (
     STATUS,
     current_params,
@@ -40,7 +41,7 @@ class MLflowCallback:
     """Log each split of a study as one MLflow run: its curve, params and result.
 
     Pass it to ``MTOStudy.optimize(..., callbacks=[MLflowCallback(...)])``. At every
-    report it logs the split's score (``metric_name``), whether a transfer was kept
+    report it logs the split's fitness (``metric_name``), whether a transfer was kept
     and the current value of every numeric hyperparameter (``hparams/<name>``, so PBT's
     schedule shows as curves); when the split ends, its sampled params (and the current
     values as ``hparams.current.<name>`` tags), the trial's value (``trial_value``), its
@@ -53,7 +54,8 @@ class MLflowCallback:
         tracking_uri: MLflow tracking URI, e.g. ``"sqlite:///mlflow.db"`` or a server
             URL; default: MLflow's own default (``MLFLOW_TRACKING_URI``).
         experiment_name: The experiment (created if missing); default: the study name.
-        metric_name: Name of the reported score.
+        metric_name: Name of the logged fitness (the split's value after each report's
+            transfer decision).
     """
 
     def __init__(
@@ -62,8 +64,7 @@ class MLflowCallback:
         experiment_name: str | None = None,
         metric_name: str = "value",
     ) -> None:
-        if not isinstance(metric_name, str) or not metric_name:
-            raise ValueError(f"metric_name must be a non-empty string, but got {metric_name!r}.")
+        check_name("metric_name", metric_name)
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.metric_name = metric_name

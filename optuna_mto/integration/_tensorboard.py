@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from optuna_mto._events import ReportResult
 from optuna_mto._trial import SplitTrial
+from optuna_mto._validation import check_name
 from optuna_mto.integration._tracking import current_params, numeric, report_metrics, split_of
 
 __all__ = ["TensorBoardCallback"]
@@ -35,7 +36,7 @@ class TensorBoardCallback:
 
     Pass it to ``MTOStudy.optimize(..., callbacks=[TensorBoardCallback("runs")])`` and
     run ``tensorboard --logdir runs``. Each split writes to
-    ``<log_dir>/<study>/split<k>``: the reported score (``metric_name``), whether a
+    ``<log_dir>/<study>/split<k>``: the split's fitness (``metric_name``), whether a
     transfer was kept, and every numeric hyperparameter's current value
     (``hparams/<name>``) at each report; when the split ends, its hyperparameters and
     final value (TensorBoard's HParams tab) and its state as text. A retried split
@@ -43,12 +44,12 @@ class TensorBoardCallback:
 
     Args:
         log_dir: Root folder of the event files.
-        metric_name: Name of the reported score.
+        metric_name: Name of the logged fitness (the split's value after each report's
+            transfer decision).
     """
 
     def __init__(self, log_dir: str | os.PathLike[str], metric_name: str = "value") -> None:
-        if not isinstance(metric_name, str) or not metric_name:
-            raise ValueError(f"metric_name must be a non-empty string, but got {metric_name!r}.")
+        check_name("metric_name", metric_name)
         self.log_dir = Path(log_dir)
         self.metric_name = metric_name
         self._init_state()

@@ -8,8 +8,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto._events import ReportResult
-from optuna_mto._hparams import CURRENT_ATTR
-from optuna_mto._schema import SPLIT_KEY
+from optuna_mto._schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY
 
 __all__ = ["STATUS", "numeric", "report_metrics", "split_of"]
 
@@ -27,7 +26,7 @@ def numeric(values: dict[str, Any]) -> dict[str, float]:
 
 
 def report_metrics(result: ReportResult, params: dict[str, Any], name: str) -> dict[str, float]:
-    """Return the metrics of one report: the score, transfer outcome, current hparams."""
+    """Return the metrics of one report: the fitness, transfer outcome, current hparams."""
     metrics = {name: float(result.fitness)}
     if result.transfer is not None and not result.transfer.reason:
         metrics["transfer_accepted"] = float(result.transfer.accepted)
@@ -44,4 +43,4 @@ def split_of(trial: FrozenTrial) -> int | None:
 def current_params(trial: FrozenTrial) -> dict[str, Any]:
     """Return the hyperparameters the split ended with (its sampled params if none changed)."""
     sampled = {k: v for k, v in trial.params.items() if k != "split"}
-    return {**sampled, **trial.user_attrs.get(CURRENT_ATTR, {})}
+    return {**sampled, **trial.user_attrs.get(CURRENT_HPARAMS_ATTR, {})}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import plotly.colors
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
-from optuna_mto._summary import latest_split_trials
+from optuna_mto._summary import format_number, latest_split_trials
 
 if TYPE_CHECKING:
     from optuna_mto import MTOStudy, TransferEvent
@@ -38,11 +37,12 @@ def split_color(split: int) -> str:
 def event_hover(event: TransferEvent) -> str:
     """Return the hover text of a transfer attempt, naming receiver and donor."""
     outcome = "kept" if event.accepted else "rejected"
-    after = "not scored" if math.isnan(event.after) else f"{event.after:.4f}"
+    before = format_number(event.before)
+    after = format_number(event.after, missing="not scored")
     text = (
         f"split {event.receiver} ← split {event.donor} at step {event.step}: {outcome}<br>"
         f"donor: trial {event.donor_trial}, weights of step {event.donor_step}<br>"
-        f"own {event.before:.4f} → candidate {after} ({event.operator})"
+        f"own {before} → candidate {after} ({event.operator})"
     )
     if event.reason:
         text += f"<br>{event.reason}"

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 
-from optuna_mto._summary import CrossSplitSummary
+from optuna_mto._summary import CrossSplitSummary, format_number
 
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
 
-__all__ = ["plot_cross_split", "ranked_rows"]
-
-
-def ranked_rows(summary: CrossSplitSummary) -> list[int]:
-    """Return the splits in the order of the heatmap's rows: ranked, then unfinished."""
-    ranking = summary.ranking
-    return ranking + [s for s in range(summary.n_splits) if s not in ranking]
+__all__ = ["plot_cross_split"]
 
 
 def _row_label(summary: CrossSplitSummary, split: int) -> str:
     if split in summary.ranking:
         position = summary.ranking.index(split) + 1
-        return f"#{position} split {split} (mean {summary.mean[split]:.4f})"
+        return f"#{position} split {split} (mean {format_number(summary.mean[split])})"
     return f"– split {split} (not finished)"
 
 
@@ -33,7 +26,8 @@ def plot_cross_split(study: MTOStudy, summary: CrossSplitSummary | None = None) 
     """Plot the cross-split validation matrix of the splits' best models.
 
     Row i is a split's best model, column j split j's validation set. Rows follow the
-    ranking (best mean on top), unfinished splits last with empty cells; the row
+    summary's table (:attr:`CrossSplitSummary.row_order`: ranked first, unfinished splits
+    last with empty cells); the row
     labels carry rank and mean (``"#1 split 2 (mean 0.9712)"``) and each cell its
     value. ``figure.data[0].z`` is ``summary.matrix`` with its rows in that order.
 
@@ -45,9 +39,9 @@ def plot_cross_split(study: MTOStudy, summary: CrossSplitSummary | None = None) 
         A :class:`plotly.graph_objects.Figure`.
     """
     summary = study.summary() if summary is None else summary
-    rows = ranked_rows(summary)
+    rows = summary.row_order
     z = summary.matrix[rows] if rows else np.empty((0, summary.n_splits))
-    text = [["" if math.isnan(v) else f"{v:.4f}" for v in row] for row in z]
+    text = [[format_number(v, missing="") for v in row] for row in z]
     figure = go.Figure(
         go.Heatmap(
             z=z,

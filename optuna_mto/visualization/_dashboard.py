@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +11,9 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 
 from optuna_mto._logging import get_logger
-from optuna_mto.visualization._cross_split import plot_cross_split, ranked_rows
+from optuna_mto._summary import format_number
+from optuna_mto._validation import check_number
+from optuna_mto.visualization._cross_split import plot_cross_split
 from optuna_mto.visualization._diversity import plot_diversity
 from optuna_mto.visualization._fitness import plot_fitness
 from optuna_mto.visualization._relations import plot_relations
@@ -41,22 +42,19 @@ DASHBOARD_FIGURES: dict[str, Callable[[MTOStudy], go.Figure]] = {
 }
 
 
-def _cell(value: float) -> str:
-    return "–" if math.isnan(value) else f"{value:.4f}"
-
-
 def dashboard_note(study: MTOStudy) -> str:
     """Return the Markdown note that :func:`publish_to_dashboard` saves on the study.
 
     It lists the configuration (K, splitter, validation fraction, seed, direction,
-    transfer parameters) and the current ranking table of the cross-split means.
+    transfer parameters) and the summary's ranked table (``study.summary()``): the same
+    header, rows and legend as ``print(study.summary())``, written as Markdown.
     """
     config = study.config
     summary = study.summary()
     transfer = dict(config.transfer)
     name = transfer.pop("name", "?")
     params = ", ".join(f"{k}={v!r}" for k, v in transfer.items())
-    k = summary.n_splits
+    head, rows = summary.table()
     lines = [
         f"## optuna-mto study `{study.study_name}`",
         "",
@@ -70,34 +68,34 @@ def dashboard_note(study: MTOStudy) -> str:
         f"| transfer | `{name}({params})` |",
         f"| max retries | {config.max_retries} |",
         "",
-        f"### Ranking ({len(summary.ranking)} of {k} splits finished)",
+        f"### Ranking ({len(summary.ranking)} of {summary.n_splits} splits finished)",
         "",
-        "| rank | split | trial | " + " | ".join(f"val {j}" for j in range(k))
-        + " | mean | own | transfers kept/tried |",
-        "| " + " | ".join(["---"] * (k + 6)) + " |",
-    ]  # fmt: skip
-    for split in ranked_rows(summary):
-        rank = summary.ranking.index(split) + 1 if split in summary.ranking else "–"
-        trial = summary.trial_numbers[split]
-        cells = [
-            f"**{rank}**" if rank == 1 else str(rank),
-            str(split),
-            str(trial) if trial >= 0 else "–",
-            *(_cell(v) for v in summary.matrix[split]),
-            _cell(summary.mean[split]),
-            _cell(summary.own[split]),
-            f"{summary.accepted_transfers[split]}/{summary.proposed_transfers[split]}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    ]
+    if not summary.complete:
+        lines += [f"**Incomplete:** {summary.incomplete_reason}", ""]
+    lines += [_markdown_row(head), _markdown_row(["---"] * len(head))]
+    for cells in rows:
+        rank = f"**{cells[0]}**" if cells[0] == "1" else cells[0]
+        lines.append(_markdown_row([rank, *cells[1:]]))
+    lines.append("")
+    lines += [f"- {line}" for line in summary.legend()]
+    outputs = summary.outputs_lines()
+    if outputs:
+        lines += ["", outputs[0], "", *(f"- {line.strip()}" for line in outputs[1:])]
     best = summary.best_split
     lines.append("")
-    if best is not None:
+    if best is None:
+        lines.append("No split has finished yet.")
+    elif summary.uses_selection:
         lines.append(
-            f"The exported model is split {best}'s best (mean {summary.mean[best]:.4f} over the "
-            f"{k} validation sets)."
+            f"The exported model is split {best}'s best (selection score "
+            f"{format_number(summary.selection[best])} on the held-out rows)."  # type: ignore[index]
         )
     else:
-        lines.append("No split has finished yet.")
+        lines.append(
+            f"The exported model is split {best}'s best (mean {format_number(summary.mean[best])} "
+            f"over the {summary.n_splits} validation sets)."
+        )
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     lines += [
         "",
@@ -105,6 +103,10 @@ def dashboard_note(study: MTOStudy) -> str:
         "This note is overwritten at every publication.*",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def publish_to_dashboard(study: MTOStudy) -> list[str]:
@@ -160,8 +162,7 @@ class DashboardRefresher:
     def __init__(
         self, min_interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if not min_interval_s >= 0:
-            raise ValueError(f"min_interval_s must be >= 0, but got {min_interval_s=}.")
+        check_number("min_interval_s", min_interval_s, 0)
         self.min_interval_s = float(min_interval_s)
         self._clock = clock
         self._last: dict[tuple[int, int], float] = {}

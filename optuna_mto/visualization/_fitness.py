@@ -1,4 +1,4 @@
-"""Fitness of every split over the report steps, with its transfer attempts."""
+"""Every split's reported values over the report steps, with its transfer attempts."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ __all__ = ["plot_fitness"]
 
 
 def plot_fitness(study: MTOStudy) -> go.Figure:
-    """Plot each split's validation score per report step, and its transfer attempts.
+    """Plot each split's reported value per report step, and its transfer attempts.
 
     One line per split (``name="split k"``) holds the intermediate values of the
-    split's current trial in step order: the score each step reported *before* its
-    transfer decision. Two marker traces show the transfer attempts of all splits:
+    split's current trial in step order: the value each step reported *before* its
+    transfer decision (the fitness it published is the kept candidate's score when a
+    transfer was kept). Two marker traces show the transfer attempts of all splits:
     ``"transfer kept"`` at ``(step, after)`` (the score of the donor's weights on the
     receiver's validation set, which the receiver continued from) and
     ``"transfer rejected"`` at ``(step, before)`` on the receiver's line. Their
@@ -90,7 +91,7 @@ def plot_fitness(study: MTOStudy) -> go.Figure:
     figure.update_layout(
         title={"text": title},
         xaxis_title="step",
-        yaxis_title="validation score",
+        yaxis_title="reported value",
         hovermode="closest",
         legend={"orientation": "h", "y": -0.2},
     )

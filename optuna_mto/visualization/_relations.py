@@ -15,9 +15,10 @@ from optuna_mto.visualization._common import empty_figure, split_color, split_tr
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
 
-__all__ = ["RELATIONS_ATTR_PREFIX", "NO_RELATIONS_MESSAGE", "plot_relations", "relation_scores"]
+__all__ = ["NO_RELATIONS_MESSAGE", "plot_relations", "relation_scores"]
 
-#: Trial user attrs ``relations:<step:06d>`` = ``{"step": int, "scores": {"<donor>": float}}``.
+#: What the figure says when no trial recorded relation scores (user attrs
+#: ``relations:<step:06d>`` = ``{"step": int, "scores": {"<donor>": float}}``).
 NO_RELATIONS_MESSAGE = "no relation scores recorded (adaptive transfer not used)"
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
+from optuna_mto._summary import transfer_tried
 from optuna_mto.visualization._common import split_color
 
 if TYPE_CHECKING:
@@ -27,16 +28,17 @@ def transfer_counts(study: MTOStudy) -> dict[tuple[int, int], tuple[int, int, in
 
     Returns:
         ``{(donor, receiver): (kept, tried, skipped)}`` for every pair with at least
-        one attempt. ``tried`` counts the attempts whose candidate was scored (as in
-        :class:`~optuna_mto.CrossSplitSummary`), ``skipped`` those that were not (an
-        unreadable donor checkpoint).
+        one attempt. ``tried`` counts the attempts that scored a candidate, by the rule
+        of :class:`~optuna_mto.CrossSplitSummary` and the progress view
+        (``optuna_mto._summary.transfer_tried``); ``skipped`` those that recorded why
+        nothing was scored (e.g. an unreadable donor checkpoint).
     """
     kept: Counter[tuple[int, int]] = Counter()
     tried: Counter[tuple[int, int]] = Counter()
     skipped: Counter[tuple[int, int]] = Counter()
     for event in study.transfers():
         pair = (event.donor, event.receiver)
-        if math.isnan(event.after):
+        if not transfer_tried(event):
             skipped[pair] += 1
             continue
         tried[pair] += 1

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from optuna_mto._errors import CheckpointError
-from optuna_mto.checkpoints import deserialize_state, serialize_state, sha256_hex
+from optuna_mto.checkpoints._format import deserialize_state, serialize_state, sha256_hex
 
 
 class NotATensor:

@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from optuna_mto._errors import CheckpointError
-from optuna_mto.checkpoints import (
-    AtomicFileSystemArtifactStore,
-    CheckpointRef,
-    CheckpointStore,
-    sha256_hex,
-)
+from optuna_mto.checkpoints import AtomicFileSystemArtifactStore, CheckpointRef, CheckpointStore
+from optuna_mto.checkpoints._format import sha256_hex
 
 MARKER_ENV = "OPTUNA_MTO_TEST_PWNED_MARKER"
 

@@ -4,11 +4,8 @@ import pytest
 from _models import digits_trainer
 
 import optuna_mto
-from optuna_mto.visualization import (
-    NO_RELATIONS_MESSAGE,
-    plot_relations,
-    relation_scores,
-)
+from optuna_mto.visualization import plot_relations, relation_scores
+from optuna_mto.visualization._relations import NO_RELATIONS_MESSAGE
 
 
 def _score(receiver: int, donor: int, step: int) -> float:

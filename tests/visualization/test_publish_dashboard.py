@@ -9,11 +9,11 @@ from _models import digits_trainer
 import optuna_mto
 from optuna_mto.visualization import (
     DASHBOARD_FIGURES,
-    DashboardRefresher,
     plot_cross_split,
     publish_to_dashboard,
     refresh_dashboard,
 )
+from optuna_mto.visualization._dashboard import DashboardRefresher, dashboard_note
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
 from optuna_dashboard._custom_plot_data import get_plotly_graph_objects  # noqa: E402
@@ -55,6 +55,20 @@ def test_publishing_twice_replaces_the_figures_and_the_note(small_study):
     assert row in note
     assert f"{summary.mean[best]:.4f}" in note
     assert note.count("\n| **1** |") == 1
+
+
+def test_the_note_shows_the_summary_table(small_study):
+    """The note is the summary's own table in Markdown: same columns, rows and legend."""
+    note = dashboard_note(small_study)
+    head, rows = small_study.summary().table()
+    assert "seen" in head and "state" in head  # the columns the note once left out
+    lines = note.splitlines()
+    start = lines.index("| " + " | ".join(head) + " |")
+    assert lines[start + 1] == "| " + " | ".join(["---"] * len(head)) + " |"
+    shown = [line.strip("| ").split(" | ") for line in lines[start + 2 : start + 2 + len(rows)]]
+    assert [[c.strip("*") for c in cells] for cells in shown] == rows
+    for line in small_study.summary().legend():
+        assert f"- {line}" in lines
 
 
 def test_refresh_is_rate_limited_and_never_raises(tmp_path, monkeypatch, caplog):

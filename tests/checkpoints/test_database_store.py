@@ -1,129 +1,16 @@
 from __future__ import annotations
 
 import io
-import os
 import threading
 
 import optuna
 import pytest
 import sqlalchemy
-from optuna.artifacts import download_artifact, upload_artifact
+from _artifact_helpers import SMALL_CHUNK, FailingReader, payload, read_artifact
+from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from optuna_mto.checkpoints import AtomicFileSystemArtifactStore, DatabaseArtifactStore
-
-SMALL_CHUNK = 1000  # the chunk size of the db_store fixture
-
-
-class FailingReader(io.RawIOBase):
-    """A content body that yields ``fail_after`` bytes and then raises."""
-
-    def __init__(self, fail_after: int) -> None:
-        self._left = fail_after
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._left <= 0:
-            raise OSError("simulated failure mid-stream")
-        n = min(len(b), self._left, 700)
-        b[:n] = b"x" * n
-        self._left -= n
-        return n
-
-
-def _read(store, artifact_id: str) -> bytes:
-    with store.open_reader(artifact_id) as f:
-        return f.read()
-
-
-def _payload(n: int) -> bytes:
-    return bytes(i % 251 for i in range(n))
-
-
-# --------------------------------------------------------------------------- file system
-
-
-def test_file_store_creates_base_path(tmp_path) -> None:
-    base = tmp_path / "a" / "b"
-    AtomicFileSystemArtifactStore(base)
-    assert base.is_dir()
-    AtomicFileSystemArtifactStore(str(base))  # existing folder, str path
-
-
-@pytest.mark.parametrize("size", [0, 1, 5000, 3 * 1024 * 1024 + 7])
-def test_file_store_round_trip(tmp_path, id_prefix, size) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path)
-    data = _payload(size)
-    store.write(f"{id_prefix}-a", io.BytesIO(data))
-    assert _read(store, f"{id_prefix}-a") == data
-    assert sorted(os.listdir(tmp_path)) == [f"{id_prefix}-a"]  # no temp file left
-
-
-def test_file_store_overwrite(tmp_path, id_prefix) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path)
-    store.write(id_prefix, io.BytesIO(b"first version, long"))
-    store.write(id_prefix, io.BytesIO(b"second"))
-    assert _read(store, id_prefix) == b"second"
-
-
-def test_file_store_failed_write_leaves_nothing(tmp_path, id_prefix) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path)
-    with pytest.raises(OSError, match="simulated failure"):
-        store.write(id_prefix, io.BufferedReader(FailingReader(3000)))
-    assert os.listdir(tmp_path) == []
-    with pytest.raises(ArtifactNotFound):
-        store.open_reader(id_prefix)
-
-
-def test_file_store_failed_overwrite_keeps_old_version(tmp_path, id_prefix) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path)
-    store.write(id_prefix, io.BytesIO(b"old"))
-    with pytest.raises(OSError):
-        store.write(id_prefix, io.BufferedReader(FailingReader(3000)))
-    assert _read(store, id_prefix) == b"old"
-    assert os.listdir(tmp_path) == [id_prefix]
-
-
-def test_file_store_missing(tmp_path, id_prefix) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path)
-    with pytest.raises(ArtifactNotFound):
-        store.open_reader(id_prefix)
-    with pytest.raises(ArtifactNotFound):
-        store.remove(id_prefix)
-    store.write(id_prefix, io.BytesIO(b"x"))
-    store.remove(id_prefix)
-    with pytest.raises(ArtifactNotFound):
-        store.open_reader(id_prefix)
-
-
-@pytest.mark.parametrize(
-    "bad_id", ["../escape", "..", ".", "a/b", "a\\b", "/etc/passwd", "", ".hidden", "a\x00b"]
-)
-def test_file_store_rejects_escaping_ids(tmp_path, bad_id) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path / "base")
-    with pytest.raises(ValueError, match="Invalid artifact_id"):
-        store.write(bad_id, io.BytesIO(b"x"))
-    with pytest.raises(ValueError, match="Invalid artifact_id"):
-        store.open_reader(bad_id)
-    with pytest.raises(ValueError, match="Invalid artifact_id"):
-        store.remove(bad_id)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
-    assert os.listdir(tmp_path / "base") == []
-
-
-def test_file_store_works_with_optuna_artifacts(tmp_path) -> None:
-    store = AtomicFileSystemArtifactStore(tmp_path / "artifacts")
-    study = optuna.create_study()
-    trial = study.ask()
-    src = tmp_path / "src.bin"
-    src.write_bytes(b"hello artifact")
-    artifact_id = upload_artifact(artifact_store=store, file_path=str(src), study_or_trial=trial)
-    dst = tmp_path / "dst.bin"
-    download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(dst))
-    assert dst.read_bytes() == b"hello artifact"
-
+from optuna_mto.checkpoints import DatabaseArtifactStore
 
 # --------------------------------------------------------------------------- database
 
@@ -132,9 +19,9 @@ def test_file_store_works_with_optuna_artifacts(tmp_path) -> None:
     "size", [0, 1, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 5 * SMALL_CHUNK + 500]
 )
 def test_db_store_round_trip_chunked(db_store, id_prefix, size) -> None:
-    data = _payload(size)
+    data = payload(size)
     db_store.write(f"{id_prefix}-a", io.BytesIO(data))
-    assert _read(db_store, f"{id_prefix}-a") == data
+    assert read_artifact(db_store, f"{id_prefix}-a") == data
     with db_store.engine.connect() as conn:
         n_rows = conn.execute(
             sqlalchemy.text("SELECT COUNT(*) FROM mto_artifact_chunks WHERE artifact_id = :a"),
@@ -150,9 +37,9 @@ def test_db_store_round_trip_chunked(db_store, id_prefix, size) -> None:
 
 
 def test_db_store_overwrite_replaces(db_store, id_prefix) -> None:
-    db_store.write(id_prefix, io.BytesIO(_payload(4 * SMALL_CHUNK)))
+    db_store.write(id_prefix, io.BytesIO(payload(4 * SMALL_CHUNK)))
     db_store.write(id_prefix, io.BytesIO(b"short"))
-    assert _read(db_store, id_prefix) == b"short"
+    assert read_artifact(db_store, id_prefix) == b"short"
     with db_store.engine.connect() as conn:
         n_rows = conn.execute(
             sqlalchemy.text("SELECT COUNT(*) FROM mto_artifact_chunks WHERE artifact_id = :a"),
@@ -176,11 +63,11 @@ def test_db_store_failed_write_leaves_no_row(db_store, id_prefix) -> None:
 
 
 def test_db_store_failed_overwrite_keeps_old_version(db_store, id_prefix) -> None:
-    old = _payload(2 * SMALL_CHUNK + 3)
+    old = payload(2 * SMALL_CHUNK + 3)
     db_store.write(id_prefix, io.BytesIO(old))
     with pytest.raises(OSError):
         db_store.write(id_prefix, io.BufferedReader(FailingReader(3 * SMALL_CHUNK)))
-    assert _read(db_store, id_prefix) == old
+    assert read_artifact(db_store, id_prefix) == old
 
 
 def test_db_store_missing(db_store, id_prefix) -> None:
@@ -188,7 +75,7 @@ def test_db_store_missing(db_store, id_prefix) -> None:
         db_store.open_reader(id_prefix)
     with pytest.raises(ArtifactNotFound):
         db_store.remove(id_prefix)
-    db_store.write(id_prefix, io.BytesIO(_payload(2500)))
+    db_store.write(id_prefix, io.BytesIO(payload(2500)))
     db_store.remove(id_prefix)
     with pytest.raises(ArtifactNotFound):
         db_store.open_reader(id_prefix)
@@ -201,7 +88,7 @@ def test_db_store_missing(db_store, id_prefix) -> None:
 
 
 def test_db_store_incomplete_artifact_is_not_found(db_store, id_prefix) -> None:
-    db_store.write(id_prefix, io.BytesIO(_payload(3 * SMALL_CHUNK)))
+    db_store.write(id_prefix, io.BytesIO(payload(3 * SMALL_CHUNK)))
     with db_store.engine.begin() as conn:
         conn.execute(
             sqlalchemy.text("DELETE FROM mto_artifact_chunks WHERE artifact_id = :a AND seq = 1"),
@@ -215,14 +102,14 @@ def test_db_store_ids_are_independent(db_store, id_prefix) -> None:
     db_store.write(f"{id_prefix}-a", io.BytesIO(b"a" * 1500))
     db_store.write(f"{id_prefix}-b", io.BytesIO(b"b" * 2500))
     db_store.remove(f"{id_prefix}-a")
-    assert _read(db_store, f"{id_prefix}-b") == b"b" * 2500
+    assert read_artifact(db_store, f"{id_prefix}-b") == b"b" * 2500
 
 
 def test_db_store_second_instance_and_engine(db_store, id_prefix) -> None:
     # Tables already exist: a second store on the same database (given an engine) reuses them.
     other = DatabaseArtifactStore(db_store.engine, chunk_size=SMALL_CHUNK)
     db_store.write(id_prefix, io.BytesIO(b"shared"))
-    assert _read(other, id_prefix) == b"shared"
+    assert read_artifact(other, id_prefix) == b"shared"
 
 
 def test_db_store_coexists_with_optuna_storage(db_store, id_prefix, tmp_path) -> None:
@@ -237,13 +124,13 @@ def test_db_store_coexists_with_optuna_storage(db_store, id_prefix, tmp_path) ->
         artifact_id = upload_artifact(
             artifact_store=db_store, file_path=str(src), study_or_trial=trial
         )
-        assert _read(db_store, artifact_id) == b"content"
+        assert read_artifact(db_store, artifact_id) == b"content"
         db_store.remove(artifact_id)
         study.tell(trial, 1.0)
         # A fresh store on a database that already holds both sets of tables.
         again = DatabaseArtifactStore(url, chunk_size=SMALL_CHUNK)
         again.write(f"{id_prefix}-x", io.BytesIO(b"again"))
-        assert _read(db_store, f"{id_prefix}-x") == b"again"
+        assert read_artifact(db_store, f"{id_prefix}-x") == b"again"
         again.engine.dispose()
         optuna.delete_study(study_name=study_name, storage=storage)
     finally:
@@ -303,7 +190,7 @@ def test_reader_never_sees_partial_artifact(artifact_store, id_prefix) -> None:
     thread.start()
     try:
         for _ in range(60):
-            data = _read(artifact_store, artifact_id)
+            data = read_artifact(artifact_store, artifact_id)
             assert data in versions
     finally:
         stop.set()

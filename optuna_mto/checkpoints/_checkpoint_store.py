@@ -100,7 +100,7 @@ class CheckpointStore:
 
         Args:
             state: The checkpoint content (see
-                :func:`~optuna_mto.checkpoints.serialize_state`).
+                :func:`~optuna_mto.checkpoints._format.serialize_state`).
             name: Human-readable part of the artifact id (e.g. ``"split3-epoch12"``).
                 Characters outside ``[A-Za-z0-9._-]`` are replaced by ``"_"``.
 
