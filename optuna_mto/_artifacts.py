@@ -23,16 +23,16 @@ import uuid
 from typing import Any
 
 import optuna
-from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX, ArtifactMeta
 
+from optuna_mto._optuna_internals import ARTIFACTS_ATTR_PREFIX, ArtifactMeta
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import artifacts_table, chunks_table
 from optuna_mto.checkpoints import (
     AtomicFileSystemArtifactStore,
     CheckpointRef,
     CheckpointStore,
     DatabaseArtifactStore,
 )
-from optuna_mto.checkpoints._database_store import artifacts_table, chunks_table
 
 __all__ = ["CHECKPOINT_MIMETYPE", "promote_checkpoint", "register_checkpoint"]
 
@@ -46,7 +46,7 @@ def register_checkpoint(
 
     Args:
         storage: The study's storage.
-        trial_id: The trial (``trial._trial_id``).
+        trial_id: The trial (not its number).
         ref: A checkpoint in the study's artifact store.
         filename: The name the dashboard shows and downloads it as.
     """

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_mto._optuna_internals import storage_of, study_id_of
 from optuna_mto._schema import DATASET_KEY, LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._summary import latest_split_trials
@@ -250,8 +251,7 @@ def score_outputs(
             out[f"{method}_soup"] = {"score": soup_score, "splits": members}
         except ValueError as err:
             out[f"{method}_soup"] = {"error": str(err)}
-    storage = study.study._storage
-    storage.set_study_system_attr(study.study._study_id, OUTPUTS_KEY, out)
+    storage_of(study.study).set_study_system_attr(study_id_of(study.study), OUTPUTS_KEY, out)
     return out
 
 
@@ -262,7 +262,7 @@ def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any)
     objective that builds models (``objective.model_fn``, as :class:`SupervisedTrainer`).
     """
     model_fn = getattr(objective, "model_fn", None)
-    info = study.study._storage.get_study_system_attrs(study.study._study_id).get(DATASET_KEY)
+    info = storage_of(study.study).get_study_system_attrs(study_id_of(study.study)).get(DATASET_KEY)
     if model_fn is None or evaluate is None or info is None or not study.summary().complete:
         return
     rows = study.selection_indices(int(info["n_samples"]))

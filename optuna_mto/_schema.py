@@ -25,6 +25,7 @@ __all__ = [
     "CROSS_SCORES_KEY",
     "CURRENT_HPARAMS_ATTR",
     "DATASET_KEY",
+    "EXPLORER_EPOCHS_ATTR",
     "FAILED_AT_START_KEY",
     "FAIL_REASON_KEY",
     "FORMAT_KEY",
@@ -44,9 +45,13 @@ __all__ = [
     "SELECTION_SCORE_ATTR",
     "SELECTION_SCORE_KEY",
     "SPLIT_KEY",
+    "SPLIT_PARAM",
     "STEP_ATTR_PREFIXES",
+    "TRAIN_EPOCHS_ATTR",
     "TRANSFER_ATTR_PREFIX",
+    "artifacts_table",
     "board_table",
+    "chunks_table",
     "claims_table",
     "ensure_tables",
     "step_key",
@@ -70,6 +75,8 @@ OUTPUTS_KEY = "mto:outputs"
 BOARD_PREFIX_V1 = "mto:board:"
 
 # --------------------------------------------------------------------------- trial
+#: The trial parameter holding the split index (the dashboard groups by it).
+SPLIT_PARAM = "split"
 # Trial system attributes (machine-readable; people read the user attributes below).
 SPLIT_KEY = "mto:split"
 ATTEMPT_KEY = "mto:attempt"
@@ -92,6 +99,9 @@ CROSS_SCORES_ATTR = "cross_split_scores"
 SELECTION_SCORE_ATTR = "selection_score"
 RESUMED_FROM_ATTR = "resumed_from_step"
 OBJECTIVE_VALUE_ATTR = "objective_value"
+#: Epochs the SupervisedTrainer trained the split's model and its explorers (compute).
+TRAIN_EPOCHS_ATTR = "train_epochs"
+EXPLORER_EPOCHS_ATTR = "explorer_epochs"
 CURRENT_HPARAMS_ATTR = "current_hparams"
 HPARAMS_SOURCE_ATTR = "hparams_source"
 #: Per-step user attributes, ``<prefix><step:06d>``: one transfer event per step.
@@ -136,6 +146,25 @@ board_table = sa.Table(
     sa.Column("record", sa.Text, nullable=False),
 )
 BOARD_TABLE = board_table.name
+
+#: One row per complete artifact of a ``DatabaseArtifactStore``.
+artifacts_table = sa.Table(
+    "mto_artifacts",
+    METADATA,
+    sa.Column("artifact_id", sa.String(255), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("n_chunks", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+#: The artifacts' content, ``chunk_size`` bytes a row.
+chunks_table = sa.Table(
+    "mto_artifact_chunks",
+    METADATA,
+    sa.Column("artifact_id", sa.String(255), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
 
 
 def ensure_tables(engine: sa.Engine, *tables: sa.Table) -> None:

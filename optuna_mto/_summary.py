@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from optuna_mto._optuna_internals import storage_of, study_id_of
 from optuna_mto._schema import (
     BEST_KEY,
     CROSS_SCORES_KEY,
@@ -122,7 +123,7 @@ class CrossSplitSummary:
                 overlap[split, : len(seen)] = seen
             selection[split] = float(trial.system_attrs.get(SELECTION_SCORE_KEY, math.nan))
         direction = study.direction.name.lower()
-        outputs = study._storage.get_study_system_attrs(study._study_id).get(OUTPUTS_KEY)
+        outputs = storage_of(study).get_study_system_attrs(study_id_of(study)).get(OUTPUTS_KEY)
         return cls(
             study.study_name, direction, matrix, numbers, own, accepted, proposed, overlap,
             selection, states, pruned, outputs, failures,

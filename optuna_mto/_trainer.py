@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from optuna_mto._hparams import call_with_trial, takes_trial
+from optuna_mto._schema import EXPLORER_EPOCHS_ATTR, TRAIN_EPOCHS_ATTR
 from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_choice, check_int
@@ -298,5 +299,5 @@ class SupervisedTrainer:
             trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)
             if self.prune and trial.should_prune():
                 raise optuna.TrialPruned(f"split {trial.split} pruned after epoch {epoch}")
-        trial.set_user_attr("train_epochs", self.epochs)
-        trial.set_user_attr("explorer_epochs", explorer_epochs)
+        trial.set_user_attr(TRAIN_EPOCHS_ATTR, self.epochs)
+        trial.set_user_attr(EXPLORER_EPOCHS_ATTR, explorer_epochs)

@@ -33,6 +33,7 @@ from optuna_mto._schema import (
     OBJECTIVE_VALUE_ATTR,
     RETRIED_FROM_KEY,
     SPLIT_KEY,
+    SPLIT_PARAM,
 )
 from optuna_mto._trial import SplitTrial
 
@@ -168,14 +169,15 @@ class Worker:
             record = retry_transient(self.study.board.read).get(split)
             if record is not None and not record.finished:
                 resume = record
+        split_distribution = IntDistribution(0, max(self.study.n_splits - 1, 1))
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
-            params={"split": split, **params},
-            distributions={"split": IntDistribution(0, max(self.study.n_splits - 1, 1)), **dists},
+            params={SPLIT_PARAM: split, **params},
+            distributions={SPLIT_PARAM: split_distribution, **dists},
             user_attrs={
                 "split": split,
                 "attempt": attempt,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna_mto._errors import MTOError
+from optuna_mto._optuna_internals import storage_of
 
 __all__ = ["STORAGE_ENV", "load_attr", "main"]
 
@@ -155,7 +156,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_mto.visualization import refresh_dashboard
 
     refresh_dashboard(study, force=True)  # logs a warning instead of failing
-    storage = study.study._storage
+    storage = storage_of(study.study)
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     optuna_dashboard.run_server(
         storage,

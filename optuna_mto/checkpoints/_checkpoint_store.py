@@ -16,7 +16,8 @@ from optuna_mto.checkpoints._format import deserialize_state, serialize_state, s
 
 if TYPE_CHECKING:
     import torch
-    from optuna.artifacts._protocol import ArtifactStore
+
+    from optuna_mto._optuna_internals import ArtifactStore
 
 __all__ = ["CheckpointRef", "CheckpointStore"]
 

@@ -14,36 +14,14 @@ from typing import TYPE_CHECKING
 import sqlalchemy
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from optuna_mto._schema import ensure_tables
+from optuna_mto._schema import artifacts_table, chunks_table, ensure_tables
 from optuna_mto._validation import check_int
 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-__all__ = ["DatabaseArtifactStore", "artifacts_table", "chunks_table"]
+__all__ = ["DatabaseArtifactStore"]
 
-# The store's own tables, beside Optuna's. (Their place is optuna_mto._schema, with the
-# study's other tables; they are defined here until that module takes them.)
-_metadata = sqlalchemy.MetaData()
-
-#: One row per complete artifact.
-artifacts_table = sqlalchemy.Table(
-    "mto_artifacts",
-    _metadata,
-    sqlalchemy.Column("artifact_id", sqlalchemy.String(255), primary_key=True),
-    sqlalchemy.Column("size", sqlalchemy.BigInteger, nullable=False),
-    sqlalchemy.Column("n_chunks", sqlalchemy.Integer, nullable=False),
-    sqlalchemy.Column("created_at", sqlalchemy.DateTime, nullable=False),
-)
-
-#: The artifacts' content, ``chunk_size`` bytes a row.
-chunks_table = sqlalchemy.Table(
-    "mto_artifact_chunks",
-    _metadata,
-    sqlalchemy.Column("artifact_id", sqlalchemy.String(255), primary_key=True),
-    sqlalchemy.Column("seq", sqlalchemy.Integer, primary_key=True),
-    sqlalchemy.Column("data", sqlalchemy.LargeBinary, nullable=False),
-)
 _MAX_ID_LEN = 255
 
 
@@ -198,6 +176,6 @@ class DatabaseArtifactStore:
 
 if TYPE_CHECKING:
     # A static-typing assertion that the store implements Optuna's ArtifactStore protocol.
-    from optuna.artifacts._protocol import ArtifactStore
+    from optuna_mto._optuna_internals import ArtifactStore
 
     _: ArtifactStore = DatabaseArtifactStore("")

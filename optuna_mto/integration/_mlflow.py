@@ -6,10 +6,10 @@ import threading
 from typing import Any
 
 import optuna
-from optuna._experimental import experimental_class
 from optuna.trial import FrozenTrial
 
 from optuna_mto._events import ReportResult
+from optuna_mto._optuna_internals import experimental_class
 from optuna_mto._schema import CROSS_SCORES_ATTR
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_name

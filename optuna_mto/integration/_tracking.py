@@ -8,7 +8,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto._events import ReportResult
-from optuna_mto._schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY
+from optuna_mto._schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY, SPLIT_PARAM
 
 __all__ = ["STATUS", "numeric", "report_metrics", "split_of"]
 
@@ -42,5 +42,5 @@ def split_of(trial: FrozenTrial) -> int | None:
 
 def current_params(trial: FrozenTrial) -> dict[str, Any]:
     """Return the hyperparameters the split ended with (its sampled params if none changed)."""
-    sampled = {k: v for k, v in trial.params.items() if k != "split"}
+    sampled = {k: v for k, v in trial.params.items() if k != SPLIT_PARAM}
     return {**sampled, **trial.user_attrs.get(CURRENT_HPARAMS_ATTR, {})}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna._experimental import experimental_class
-
 try:
     from transformers import TrainerCallback
 except ImportError as err:  # pragma: no cover - exercised only without the extra.
@@ -16,6 +14,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
+from optuna_mto._optuna_internals import experimental_class
 from optuna_mto._trial import SplitTrial
 from optuna_mto.integration._common import check_callback_args
 

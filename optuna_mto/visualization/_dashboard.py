@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 
 from optuna_mto._logging import get_logger
+from optuna_mto._optuna_internals import storage_of, study_id_of
 from optuna_mto._summary import format_number
 from optuna_mto._validation import check_number
 from optuna_mto.visualization._cross_split import plot_cross_split
@@ -181,7 +182,7 @@ class DashboardRefresher:
         return self._refresh(study, self.min_interval_s, force)
 
     def _refresh(self, study: MTOStudy, min_interval_s: float, force: bool) -> bool:
-        key = (id(study.study._storage), study.study._study_id)
+        key = (id(storage_of(study.study)), study_id_of(study.study))
         if not self._lock.acquire(blocking=force):
             return False
         try:
