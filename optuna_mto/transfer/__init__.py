@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna_mto._handle import SplitHandle
 from optuna_mto.transfer._adaptive import (
     AdaptiveTransfer,
     Explorer,
@@ -36,6 +37,7 @@ __all__ = [
     "InterpolateTransfer",
     "NoTransfer",
     "PBTTransfer",
+    "SplitHandle",
     "TransferContext",
     "explore_value",
     "from_params",
