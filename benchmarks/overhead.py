@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 from mnist import load_mnist, make_cnn, make_optimizer  # noqa: E402
 
-import optuna_mto  # noqa: E402
+import optuna_mto
+from optuna_mto._splits import make_splitter  # noqa: E402
 from optuna_mto.transfer import NoTransfer  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def _trainer(epochs: int) -> optuna_mto.SupervisedTrainer:
 def plain_pytorch(epochs: int) -> float:
     """The trainer's own loop for split 0, without any study: train + validate per epoch."""
     trainer = _trainer(epochs)
-    study_splits = optuna_mto.make_splitter("random", 1, 0.2, 0)
+    study_splits = make_splitter("random", 1, 0.2, 0)
     train, valid = study_splits.split(len(trainer.dataset[0]), 0)
     start = time.perf_counter()
     model = trainer.build_model(0)

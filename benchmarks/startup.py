@@ -29,6 +29,7 @@ from sklearn.datasets import load_breast_cancer
 from torch import nn
 
 import optuna_mto
+from optuna_mto._splits import make_splitter
 from optuna_mto.transfer import NoTransfer
 
 _data = load_breast_cancer()
@@ -44,7 +45,7 @@ def make_model() -> nn.Module:
 def plain_pytorch() -> float:
     """The same two splits trained back to back in plain PyTorch (no study)."""
     trainer = optuna_mto.SupervisedTrainer(make_model, (X, Y), epochs=EPOCHS)
-    splitter = optuna_mto.make_splitter("random", 2, 0.2, 0)
+    splitter = make_splitter("random", 2, 0.2, 0)
     start = time.perf_counter()
     for split in range(2):
         train, valid = splitter.split(len(X), split)

@@ -3,6 +3,19 @@
 Each of K random (train, validation) splits of a dataset is one Optuna trial; the
 splits share weights through the study's storage and the study ranks their models
 by mean cross-split validation score.
+
+Glossary (used the same way in code, docs and stored records):
+
+- **value**: what a trial reports at a step (``trial.report(value, step)``) and what
+  Optuna stores as its intermediate value; a finished split's trial value is its
+  selection score, else the mean of its cross-split scores.
+- **fitness**: a split's published validation value after the step's transfer
+  decision (the blackboard's ``fitness``, ``best_fitness``): what donors are chosen by.
+- **score**: one evaluation of a model on some rows: a candidate's score in a
+  transfer, cross-split scores, the selection score.
+- **split**: one (train, validation) pair; **attempt**: one run of a split (one
+  Optuna trial); **donor** / **receiver**: the two ends of a transfer;
+  **lineage**: the splits whose training data shaped a model's weights.
 """
 
 from __future__ import annotations
@@ -19,20 +32,13 @@ from optuna_mto._errors import (
 )
 from optuna_mto._events import ReportResult, TransferEvent
 from optuna_mto._open import create_study, load_study
-from optuna_mto._splits import (
-    BaseSplitter,
-    KFoldSplitter,
-    RandomSplitter,
-    StratifiedSplitter,
-    dataset_fingerprint,
-    make_splitter,
-)
+from optuna_mto._splits import BaseSplitter, KFoldSplitter, RandomSplitter, StratifiedSplitter
 from optuna_mto._study import MTOStudy
 from optuna_mto._summary import CrossSplitSummary
 from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._trial import Explorer, SplitTrial
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BaseSplitter",
@@ -56,8 +62,6 @@ __all__ = [
     "__version__",
     "checkpoints",
     "create_study",
-    "dataset_fingerprint",
     "load_study",
-    "make_splitter",
     "transfer",
 ]

@@ -140,7 +140,7 @@ def _supervise(
             )  # fmt: skip
             out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
             left = work_left(runtime)  # takes the dead worker's split over at once
-            if (left.plan or left.running) and budget > 0 and not out_of_time:
+            if (left.claimable or left.running) and budget > 0 and not out_of_time:
                 budget -= 1
                 _logger.warning("Starting a new worker process on %s in its place.", devices[i])
                 procs[i] = start(i)

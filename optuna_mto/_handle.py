@@ -24,6 +24,7 @@ from optuna_mto._logging import get_logger
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
 from optuna_mto._schema import TRANSFER_ATTR_PREFIX, step_key
+from optuna_mto._split_trials import transfer_tried
 from optuna_mto._state import apply_state, capture_state, check_compatible, unwrap_model
 from optuna_mto.checkpoints import CheckpointStore
 
@@ -43,8 +44,6 @@ EvaluateFn = Callable[[torch.nn.Module, np.ndarray], float]
 class Shared:
     """What every split of one study shares inside one process."""
 
-    storage: optuna.storages.BaseStorage
-    study_id: int
     study_name: str
     direction: str
     n_splits: int
@@ -210,7 +209,7 @@ class SplitHandle:
     # ------------------------------------------------------------------ records
     def record(self, event: TransferEvent) -> TransferEvent:
         """Record ``event`` on the trial (``transfer:<step>``) and count it."""
-        self.tried += 0 if event.reason else 1
+        self.tried += int(transfer_tried(event))
         self.accepted += int(event.accepted)
         self.set_step_attr(TRANSFER_ATTR_PREFIX, event.step, event.to_dict())
         return event

@@ -44,7 +44,7 @@ class WorkLeft:
     """The latest claims, the claimable ``(split, attempt)`` pairs and the running count."""
 
     latest: dict[int, SplitClaim]
-    plan: list[tuple[int, int]]
+    claimable: list[tuple[int, int]]
     running: int
     states: dict[int, TrialState]
 
@@ -151,7 +151,7 @@ def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
 def split_statuses(study: StudyRuntime, left: WorkLeft | None = None) -> list[SplitStatus]:
     """Return how each of the K splits stands (one storage read per attempt's trial)."""
     left = work_left(study) if left is None else left
-    claimable = {split for split, _ in left.plan}
+    claimable = {split for split, _ in left.claimable}
     trials = {trial_id_of(t): t for t in study.study.get_trials(deepcopy=False)}
     out = []
     for split in range(study.n_splits):

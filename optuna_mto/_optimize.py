@@ -58,7 +58,7 @@ def run_optimize(
         )
     n_samples, targets = bind_dataset(study._rt, dataset, targets)
     left = work_left(study._rt)
-    if not left.plan and not left.running:
+    if not left.claimable and not left.running:
         _logger.info("Study %r has no split left to run.", study.study_name)
         study._raise_if_given_up()
         return

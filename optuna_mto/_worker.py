@@ -92,8 +92,6 @@ class Worker:
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
         shared = Shared(
-            storage=storage_of(study.study),
-            study_id=study_id_of(study.study),
             study_name=study.study_name,
             direction=study.direction,
             n_splits=study.n_splits,
@@ -124,7 +122,7 @@ class Worker:
         heartbeat_s = self.study.open_kwargs.get("heartbeat_interval")
         while not self.job.stop.is_set():
             left = work_left(self.study)
-            for split, attempt in left.plan:
+            for split, attempt in left.claimable:
                 if self._failed_at_start(left.latest.get(split)):
                     continue
                 if retry_transient(self.study.claims.try_claim, split, attempt, self.name):

@@ -9,7 +9,8 @@
 # download gigabytes of CUDA libraries: first PyTorch's CPU index (the locked version),
 # then a CPU wheel in pip's local wheel folders (find-links) within the supported range,
 # and only then the locked default build. Set OPTUNA_MTO_TORCH_INDEX to use another index.
-# Both environments reinstall only when pyproject.toml or requirements/dev.txt changed.
+# Both environments reinstall only when pyproject.toml, requirements/dev.txt or the
+# package version changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-test}
@@ -27,7 +28,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 stamp=$venv/.optuna-mto-installed
-want=$(cat pyproject.toml "$lock" | sha256sum | cut -d' ' -f1)
+# The version lives in optuna_mto/__init__.py: a bump reinstalls (package metadata).
+want=$( (cat pyproject.toml "$lock"; grep "^__version__" optuna_mto/__init__.py) | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

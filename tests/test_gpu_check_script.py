@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import optuna_mto
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,7 +44,7 @@ def test_dry_run_writes_every_log_and_a_complete_benchmark_report(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"
     env = (out / "env.txt").read_text()
-    assert "optuna_mto 0.1.0" in env
+    assert f"optuna_mto {optuna_mto.__version__}" in env
     assert "(the machine's own)" in env and str(Path(sys.executable).parents[1]) in env
     assert "skipped" in (out / "tests.log").read_text()  # the GPU tests ran, and skipped
     report = json.loads((out / "gpu.json").read_text())

@@ -40,7 +40,6 @@ __all__ = [
     "SplitHandle",
     "TransferContext",
     "explore_value",
-    "from_params",
     "interpolate_state",
     "is_better",
     "is_better_by",
