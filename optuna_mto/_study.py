@@ -56,17 +56,17 @@ class MTOStudy:
     @property
     def study_name(self) -> str:
         """The study's name."""
-        return self.study.study_name
+        return self._rt.study_name
 
     @property
     def direction(self) -> str:
         """``"maximize"`` or ``"minimize"``."""
-        return self.study.direction.name.lower()
+        return self._rt.direction
 
     @property
     def n_splits(self) -> int:
         """K."""
-        return self.config.n_splits
+        return self._rt.n_splits
 
     @property
     def checkpoint_store(self) -> CheckpointStore:

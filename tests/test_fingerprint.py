@@ -1,29 +1,10 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _util import run_in_subprocess
 
 from optuna_mto._fingerprint import dataset_fingerprint
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run_in_subprocess(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env={"PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "random"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
-
 
 # ----------------------------------------------------------------------------- fingerprints
 
@@ -94,7 +75,7 @@ def test_fingerprint_identical_in_subprocess() -> None:
         "print(dataset_fingerprint(500, np.arange(500) % 7, d))\n"
     )
     data = np.random.default_rng(5).normal(size=(500, 3, 2)).astype(np.float32)
-    assert _run_in_subprocess(code) == dataset_fingerprint(500, np.arange(500) % 7, data)
+    assert run_in_subprocess(code) == dataset_fingerprint(500, np.arange(500) % 7, data)
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _util import run_in_subprocess
 
 from optuna_mto._splits import (
     SPLITTER_KINDS,
@@ -21,7 +19,6 @@ from optuna_mto._splits import (
     make_splitter,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["random", "kfold", "stratified"]
 SIZES = [2, 3, 5, 10, 37, 100, 1001]
 
@@ -45,19 +42,6 @@ def _check_invariants(train: np.ndarray, valid: np.ndarray, n: int) -> None:
 
 def _digest(train: np.ndarray, valid: np.ndarray) -> str:
     return hashlib.sha256(train.tobytes() + b"|" + valid.tobytes()).hexdigest()
-
-
-def _run_in_subprocess(code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env={"PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "random"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
 
 
 # ----------------------------------------------------------------------------- invariants
@@ -231,7 +215,7 @@ def test_splits_identical_in_subprocess() -> None:
         "    out.append(hashlib.sha256(tr.tobytes() + b'|' + va.tobytes()).hexdigest())\n"
         "print(json.dumps(out))\n"
     )
-    remote = json.loads(_run_in_subprocess(code))
+    remote = json.loads(run_in_subprocess(code))
     local = []
     for kind, seed, k, n in cases:
         targets = _targets(n) if kind == "stratified" else None
