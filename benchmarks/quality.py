@@ -17,6 +17,7 @@ initialisations and minibatch orders. Methods:
   diverse         truncation (only the worst quarter copies, only from the best quarter),
                   judged on the receiver's validation rows neither model trained on
   amto            the paper's AMTO: explorers judged, relations updated on validation loss
+  amto_blend      amto, also judging the average of solver and explorer (``blend=True``)
   pbt             diverse + learning-rate exploration (PBT); not run on mnist
 
 Each method gives four final outputs, scored on the test set: ``single`` (the model the
@@ -57,7 +58,7 @@ import optuna_mto  # noqa: E402
 from optuna_mto import transfer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("independent", "independent_2x", "greedy", "diverse", "amto", "pbt")
+METHODS = ("independent", "independent_2x", "greedy", "diverse", "amto", "amto_blend", "pbt")
 OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup")
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
 
@@ -117,6 +118,8 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager:
         return transfer.GreedyTransfer(interval=INTERVAL, truncation=0.25, gate="unseen")
     if method == "amto":
         return transfer.AdaptiveTransfer(interval=INTERVAL, criterion="loss")
+    if method == "amto_blend":
+        return transfer.AdaptiveTransfer(interval=INTERVAL, criterion="loss", blend=True)
     low, high = SETTINGS[setting][3]
     return transfer.PBTTransfer(
         interval=INTERVAL, truncation=0.25, gate="unseen",
@@ -223,7 +226,7 @@ def run(setting: str, method: str, seed: int, train_size: int, home: Path) -> di
         ),  # fmt: skip
         "transfers_tried": sum(1 for e in events if not e.reason),
         "transfers_kept": sum(1 for e in events if e.accepted),
-        "relations": relation_report(study) if method == "amto" else None,
+        "relations": relation_report(study) if method.startswith("amto") else None,
         "chosen_split": summary.best_split,
         "wall_s": wall,
     }
@@ -307,6 +310,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "amto_vs_independent_2x": paired(rows, "amto", "single", ("independent_2x", "single")),
         "amto_ens_vs_independent_2x_ens": paired(
             rows, "amto", "ensemble", ("independent_2x", "ensemble")
+        ),
+        "amto_blend_vs_independent_2x": paired(
+            rows, "amto_blend", "single", ("independent_2x", "single")
+        ),
+        "amto_blend_ens_vs_independent_2x_ens": paired(
+            rows, "amto_blend", "ensemble", ("independent_2x", "ensemble")
         ),
         "best_member": {
             m: float(np.mean([r["best_member"] for r in rows if r["method"] == m])) for m in methods

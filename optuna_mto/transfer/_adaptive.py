@@ -17,6 +17,8 @@ from optuna_mto._schema import RELATIONS_ATTR_PREFIX
 from optuna_mto._state import apply_state, capture_state
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
+from optuna_mto.transfer._interpolate import interpolate_state
+from optuna_mto.transfer._selection import is_better
 
 if TYPE_CHECKING:
     from optuna_mto._handle import SplitHandle
@@ -110,6 +112,11 @@ class AdaptiveTransfer(BaseTransferManager):
         interval: Report steps between transfer steps (one explorer per interval).
         warmup: First report step at which an explorer is created.
         temperature: Softmax temperature of source selection (> 0).
+        blend: Also judge the average of the solver's and the explorer's weights (the
+            solver's optimizer state kept), and keep whichever of explorer and average
+            scores best if it beats the solver. Both trained on this split's data for the
+            last interval, so the explorer's compute is not simply thrown away when it
+            loses; a blend of unrelated weights scores badly and is never kept.
         criterion: What explorers are judged and relations updated on: ``"metric"``
             (the study's metric, e.g. accuracy; its tied, tiny differences barely move
             the relation scores) or ``"loss"`` (the validation loss, as in the paper;
@@ -127,6 +134,7 @@ class AdaptiveTransfer(BaseTransferManager):
         warmup: int = 1,
         temperature: float = 1.0,
         criterion: str = "metric",
+        blend: bool = False,
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
@@ -140,6 +148,7 @@ class AdaptiveTransfer(BaseTransferManager):
             )
         self.temperature = float(temperature)
         self.criterion = criterion
+        self.blend = bool(blend)
 
     @property
     def uses_explorer(self) -> bool:
@@ -179,14 +188,24 @@ class AdaptiveTransfer(BaseTransferManager):
         source = explorer.source
         relations[source] = update_relation(relations.get(source, 0.0), value, score, direction)
         handle.state[_RELATIONS] = {str(k): v for k, v in sorted(relations.items())}
-        accepted = self.accept(value, score, direction)
+        # load_state_dict copies, and the explorer is dropped: no clone needed.
+        taken = capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
+        operator, best = "explorer", score
+        if self.blend:
+            own = handle.capture()
+            blended = {**own, "model": interpolate_state(own["model"], taken["model"], 0.5)}
+            handle.apply(blended)
+            assert handle.model is not None
+            blend_score, _ = handle.judge(handle.model, self.criterion)
+            handle.apply(own)
+            if is_better(blend_score, best, direction):
+                operator, best, taken = "blend", blend_score, blended
+        accepted = self.accept(value, best, direction)
         if accepted:
-            # load_state_dict copies, and the explorer is dropped: no clone needed.
-            handle.apply(
-                capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
-            )
+            handle.apply(taken)
             handle.inherit(explorer.lineage)
-            handle.hparams.adopt_explorer(explorer.hparams, source, context.step)
+            if operator == "explorer":  # a blend keeps the solver's optimizer and values
+                handle.hparams.adopt_explorer(explorer.hparams, source, context.step)
         scores = {str(k): round(v, 6) for k, v in sorted(relations.items())}
         handle.set_step_attr(RELATIONS_ATTR_PREFIX, context.step,
                              {"step": context.step, "scores": scores})  # fmt: skip
@@ -234,4 +253,6 @@ class AdaptiveTransfer(BaseTransferManager):
         params = {**super().get_params(), "temperature": self.temperature}
         if self.criterion != "metric":
             params["criterion"] = self.criterion
+        if self.blend:
+            params["blend"] = True
         return params

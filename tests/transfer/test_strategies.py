@@ -125,3 +125,27 @@ def test_pbt_explore_records_old_and_new_values_replayably():
         TransferContext(0, 2, 0.5, "maximize", {}, np.random.default_rng(0), hparams={"lr": 0.01}),
     )  # fmt: skip
     assert set(changes) == {"lr", "act"} and values["lr"] in (0.008, 0.012)
+
+
+def test_amto_blend_keeps_the_better_of_explorer_and_average_only_when_it_beats_the_solver(
+    tmp_path,
+):
+    from _models import _digits, adam_fast, tiny_mlp
+
+    import optuna_mto
+
+    manager = AdaptiveTransfer(criterion="loss", blend=True)
+    assert from_params(manager.get_params()).blend
+    assert "blend" not in AdaptiveTransfer().get_params()  # older configs rebuild unchanged
+    study = optuna_mto.create_study(
+        storage=f"sqlite:///{tmp_path / 'blend.db'}", n_splits=2, transfer=manager
+    )
+    trainer = optuna_mto.SupervisedTrainer(
+        tiny_mlp, _digits(), optimizer_fn=adam_fast, epochs=6, batch_size=64, same_init=True
+    )
+    study.optimize(trainer, n_jobs=2, executor="thread", dashboard=False)
+    events = study.transfers()
+    assert events and {e.operator for e in events} <= {"explorer", "blend"}
+    for event in events:  # judged on validation loss: kept only if lower than the solver's
+        assert event.judged_on == "loss"
+        assert event.accepted == (event.after < event.before)
