@@ -32,8 +32,14 @@ def markdown(setting: str) -> str:
     if extra:
         from quality import summarise
 
+        # A (method, seed) already present keeps its first run: later files add methods
+        # (e.g. amto_blend), and their replicate rows of earlier methods stay in their file.
+        seen = {(r["method"], r["seed"]) for r in data["runs"]}
         for path in extra:
-            data["runs"] += json.loads(path.read_text())["runs"]
+            for run in json.loads(path.read_text())["runs"]:
+                if (run["method"], run["seed"]) not in seen:
+                    data["runs"].append(run)
+                    seen.add((run["method"], run["seed"]))
         data["summary"] = summarise(data["runs"])
     summary, protocol = data["summary"], data["protocol"]
     n = max(r["n"] for r in summary["table"])
@@ -64,11 +70,17 @@ def markdown(setting: str) -> str:
         + "; ".join(f"{m} {v:.4f}" for m, v in best.items())
         + "."
     )
+    blend = summary.get("amto_blend_vs_independent_2x", {})
     amto = summary.get("amto_vs_independent_2x", {})
     if amto.get("n"):
         lines.append(
             f"AMTO minus independent_2x (same training epochs): single {_ci(amto)}, ensemble "
             f"{_ci(summary['amto_ens_vs_independent_2x_ens'])} points."
+        )
+    if blend.get("n"):
+        lines.append(
+            f"AMTO with blend=True minus independent_2x: single {_ci(blend)}, ensemble "
+            f"{_ci(summary['amto_blend_ens_vs_independent_2x_ens'])} points."
         )
     relations = summary.get("relations") or []
     if relations:
