@@ -55,3 +55,37 @@ def test_the_quickstart_runs_as_a_script_in_worker_processes(tmp_path):
     assert accuracy > 0.9
     files = sorted(p.name for p in storage.iterdir() if p.suffix in (".db", ".pt"))
     assert files == ["quickstart.db", "quickstart_best.pt"]
+
+
+def strategy_code() -> str:
+    """The python block under README's 'Writing a strategy'."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("#### Writing a strategy") :]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "README's 'Writing a strategy' has no python block"
+    return match.group(1)
+
+
+def test_the_strategy_example_runs_and_keeps_its_turns(tmp_path):
+    from _models import _digits, adam_fast, tiny_mlp
+
+    import optuna_mto
+
+    namespace: dict = {}
+    exec(compile(strategy_code(), "README.md", "exec"), namespace)  # noqa: S102
+    strategy = namespace["RoundRobinAverage"](interval=1)
+    study = optuna_mto.create_study(
+        storage=f"sqlite:///{tmp_path / 'rr.db'}", n_splits=3, transfer=strategy
+    )
+    trainer = optuna_mto.SupervisedTrainer(
+        tiny_mlp, _digits(), optimizer_fn=adam_fast, epochs=4, batch_size=64, same_init=True
+    )
+    study.optimize(trainer, n_jobs=3, executor="thread", dashboard=False)
+    assert study.summary().complete
+    events = study.transfers()
+    assert events and {e.operator for e in events} == {"average"}
+    for event in events:
+        assert event.accepted == (event.after > event.before)
+    record = study.records()[0]
+    state = study.checkpoint_store.load(record.best_checkpoint, map_location="cpu")
+    assert state.get("strategy", {}).get("turn", 0) == record.best_step
