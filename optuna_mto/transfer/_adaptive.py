@@ -216,9 +216,9 @@ class AdaptiveTransfer(BaseTransferManager):
                 source,
                 explorer.source_trial,
                 explorer.source_step,
-                "explorer",
+                operator,
                 value,
-                score,
+                best,
                 accepted,
                 judged_on=judged_on,
             )  # fmt: skip
