@@ -51,6 +51,8 @@ class CheckpointLedger:
         self.started = time.time()
         self.first_step = 0
         self.total_steps: int | None = None
+        #: ``(step, fitness)`` of the checkpoint this run resumed from, if it resumed.
+        self.resumed_at: tuple[int, float] | None = None
 
     def save(
         self, state: dict[str, Any], step: int, fitness: float, lineage: list[int]
@@ -71,10 +73,11 @@ class CheckpointLedger:
         return ref
 
     def resumed(self, ref: CheckpointRef, best: tuple[float, int, CheckpointRef],
-                best_lineage: list[int], step: int) -> None:  # fmt: skip
-        """Take over an earlier run's checkpoints: resumed from ``ref`` at ``step``."""
+                best_lineage: list[int], step: int, fitness: float) -> None:  # fmt: skip
+        """Take over an earlier run's checkpoints: resumed from ``ref`` (``step``, ``fitness``)."""
         self.latest, self.best, self.best_lineage = ref, best, list(best_lineage)
         self.first_step = step + 1
+        self.resumed_at = (step, fitness)
 
     def publish(self, step: int, fitness: float, lineage: list[int], counts: tuple[int, int],
                 *, finished: bool = False, pruned: bool = False) -> None:  # fmt: skip

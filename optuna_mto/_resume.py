@@ -66,7 +66,7 @@ def resume(
         best_lineage = list(record.best_lineage or handle.lineage)
         if record.best_step > step:  # the best came later than what we resume from
             best, best_lineage = (float(state["fitness"]), step, ref), list(handle.lineage)
-        ledger.resumed(ref, best, best_lineage, step)
+        ledger.resumed(ref, best, best_lineage, step, float(state["fitness"]))
         carry_history(trial, record.trial_id, step)
         for other in candidates[:2]:
             if other is not None and other not in (ref, best[2]):

@@ -146,6 +146,15 @@ class SplitTrial(OptunaTrialMethods):
         return list(self._handle.lineage)
 
     @property
+    def resumed_at(self) -> tuple[int, float] | None:
+        """``(step, fitness)`` of the checkpoint this run resumed from (None if fresh).
+
+        A worker killed right after checkpointing a step never reported it to trackers;
+        they log this point when a resumed run first reports.
+        """
+        return self._ledger.resumed_at
+
+    @property
     def n_reports(self) -> int:
         """Reports made by this run of the split so far (0 until the first ``report``)."""
         return self._reports

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -124,7 +125,14 @@ class MLflowCallback:
     def on_report(self, trial: SplitTrial, result: ReportResult) -> None:
         """Log one report of a split (called by ``optimize`` at every report)."""
         study_name = trial.optuna_trial.study.study_name
+        first = (study_name, trial.split) not in self._runs
         run_id = self.run_id(study_name, trial.split)
+        if first and trial.resumed_at is not None:
+            # The killed run may have checkpointed this step without logging it.
+            step, fitness = trial.resumed_at
+            logged = {m.step for m in self.client.get_metric_history(run_id, self.metric_name)}
+            if step not in logged and math.isfinite(fitness):
+                self.client.log_metric(run_id, self.metric_name, fitness, step=step)
         for key, value in report_metrics(result, trial.current_params, self.metric_name).items():
             self.client.log_metric(run_id, key, value, step=result.step)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from pathlib import Path
@@ -79,7 +80,14 @@ class TensorBoardCallback:
 
     def on_report(self, trial: SplitTrial, result: ReportResult) -> None:
         """Write one report of a split (called by ``optimize`` at every report)."""
-        writer = self._get(trial.optuna_trial.study.study_name, trial.split)
+        key = (trial.optuna_trial.study.study_name, trial.split)
+        first = key not in self._writers
+        writer = self._get(*key)
+        if first and trial.resumed_at is not None:
+            # The killed run may have checkpointed this step without writing it.
+            step, fitness = trial.resumed_at
+            if math.isfinite(fitness):
+                writer.add_scalar(self.metric_name, fitness, step)
         for key, value in report_metrics(result, trial.current_params, self.metric_name).items():
             writer.add_scalar(key, value, result.step)
         writer.flush()

@@ -112,3 +112,41 @@ def test_tracker_callbacks_are_experimental(tmp_path):
         warnings.simplefilter("always")
         TensorBoardCallback(tmp_path)
     assert any(issubclass(w.category, optuna.exceptions.ExperimentalWarning) for w in caught)
+
+
+class _StopAfterCheckpoint:
+    """A report hook ahead of the tracker: Ctrl-C once split 0 checkpointed step 2.
+
+    The same point a SIGKILL can hit: the step is checkpointed, the tracker never heard
+    of it, and the resumed run starts at step 3.
+    """
+
+    def __call__(self, study, trial) -> None:
+        pass
+
+    def on_report(self, trial, result) -> None:
+        if trial.split == 0 and result.step == 2 and trial.resumed_at is None:
+            raise KeyboardInterrupt
+
+
+def test_mlflow_keeps_the_step_a_killed_run_checkpointed_but_never_logged(
+    study_name, digits, tmp_path
+):
+    mlflow = pytest.importorskip("mlflow")
+    from optuna_mto.integration import MLflowCallback
+
+    x, y = digits
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
+    trainer = digits_trainer(x, y, epochs=4)
+    tracker = MLflowCallback(tracking_uri=uri, experiment_name="mto")
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(trainer, dashboard=False, callbacks=[_StopAfterCheckpoint(), tracker])
+    study.optimize(trainer, dashboard=False, callbacks=[MLflowCallback(uri, "mto")])
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mto").experiment_id])
+    run = next(r for r in runs if r.data.tags["optuna_mto.split"] == "0")
+    history = client.get_metric_history(run.info.run_id, "value")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    resumed = [t for t in study.study.get_trials() if t.params["split"] == 0][-1]
+    assert resumed.user_attrs["resumed_from_step"] == 2
