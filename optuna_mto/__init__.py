@@ -36,7 +36,8 @@ from optuna_mto._splits import BaseSplitter, KFoldSplitter, RandomSplitter, Stra
 from optuna_mto._study import MTOStudy
 from optuna_mto._summary import CrossSplitSummary
 from optuna_mto._trainer import SupervisedTrainer
-from optuna_mto._trial import Explorer, SplitTrial
+from optuna_mto._trial import SplitTrial
+from optuna_mto.transfer import Explorer
 
 __version__ = "0.2.0"
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_mto._dataset import dataset_info
 from optuna_mto._optuna_internals import storage_of, study_id_of
-from optuna_mto._schema import DATASET_KEY, LINEAGE_KEY, OUTPUTS_KEY
+from optuna_mto._schema import LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._summary import latest_split_trials
 from optuna_mto._validation import check_choice
@@ -262,7 +263,7 @@ def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any)
     objective that builds models (``objective.model_fn``, as :class:`SupervisedTrainer`).
     """
     model_fn = getattr(objective, "model_fn", None)
-    info = storage_of(study.study).get_study_system_attrs(study_id_of(study.study)).get(DATASET_KEY)
+    info = dataset_info(study._rt)
     if model_fn is None or evaluate is None or info is None or not study.summary().complete:
         return
     rows = study.selection_indices(int(info["n_samples"]))

@@ -102,6 +102,7 @@ class SplitHandle:
         self.model: torch.nn.Module | None = None
         self.optimizer: Any = None
         self.scheduler: Any = None
+        self._rescored: tuple[TransferEvent, float] | None = None
 
     @property
     def seed(self) -> int:
@@ -136,6 +137,20 @@ class SplitHandle:
             )
         return _scored(evaluate, self.model if model is None else model,
                        self.valid_indices if rows is None else rows)  # fmt: skip
+
+    def fitness_after(self, value: float, event: TransferEvent | None) -> float:
+        """The split's fitness after a transfer step whose outcome is ``event``.
+
+        ``value`` if nothing was kept; else the kept candidate's score when it was judged
+        on the own validation rows, or the new weights scored once (cached per event).
+        """
+        if event is None or not event.accepted:
+            return value
+        if event.judged_on == "own":
+            return event.after
+        if self._rescored is None or self._rescored[0] is not event:
+            self._rescored = (event, self.evaluate())
+        return self._rescored[1]
 
     def judge(self, model: torch.nn.Module, criterion: str = "metric") -> tuple[float, str]:
         """Score ``model`` on its own validation rows by ``criterion``.

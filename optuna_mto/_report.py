@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 
 from optuna_mto._board import SplitRecord, wait_for_step
-from optuna_mto._events import ReportResult, TransferEvent
+from optuna_mto._events import ReportResult
 from optuna_mto._handle import Shared, SplitHandle
 from optuna_mto._hparams import CHECKPOINT_KEY
 from optuna_mto._ledger import CheckpointLedger
@@ -48,7 +48,7 @@ def report_step(
     if manager.should_transfer(step) and shared.evaluate is not None:
         records = _read_board(shared, handle.split, step)
         event = manager.on_report(_context(shared, handle, step, value, records), handle)
-        fitness = _fitness_after(handle, value, event)
+        fitness = handle.fitness_after(value, event)
     ref = ledger.save(_checkpoint_state(handle, step, fitness), step, fitness, handle.lineage)
     ledger.publish(step, fitness, handle.lineage, (handle.tried, handle.accepted))
     return ReportResult(step, fitness, event, ref)
@@ -71,13 +71,6 @@ def _context(
         np.random.default_rng([shared.seed, handle.split, step]),
         hparams=handle.hparams.values, records=donors,
     )  # fmt: skip
-
-
-def _fitness_after(handle: SplitHandle, value: float, event: TransferEvent | None) -> float:
-    """The split's fitness after the strategy acted: rescored if its weights changed."""
-    if event is None or not event.accepted:
-        return value
-    return event.after if event.judged_on == "own" else handle.evaluate()
 
 
 def _checkpoint_state(handle: SplitHandle, step: int, fitness: float) -> dict[str, object]:

@@ -12,7 +12,7 @@ import torch
 from optuna_mto._board import SplitRecord
 from optuna_mto._events import ReportResult
 from optuna_mto._finish import finish_pruned, finish_split
-from optuna_mto._handle import EvaluateFn, Shared, SplitHandle
+from optuna_mto._handle import Shared, SplitHandle
 from optuna_mto._hparams import HyperparamState
 from optuna_mto._ledger import CheckpointLedger
 from optuna_mto._optuna_internals import trial_id_of
@@ -24,7 +24,7 @@ from optuna_mto._suggest import OptunaTrialMethods
 from optuna_mto.transfer import Explorer
 from optuna_mto.transfer._adaptive import relations_of
 
-__all__ = ["EvaluateFn", "Explorer", "Shared", "SplitTrial"]
+__all__ = ["SplitTrial"]
 
 
 class SplitTrial(OptunaTrialMethods):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 from _models import HOPELESS_SPLIT, adam_suggested, digits_trainer, tiny_mlp
+from _util import kill_group_once_splits_run
 from optuna.trial import TrialState
 
 import optuna_mto
@@ -77,22 +76,7 @@ def test_sampler_pruner_sigkill_resume_mlflow_and_artifacts(tmp_path, study_name
     mlruns = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _run(url, study_name, 2, mlruns)  # splits 0 and 1 start side by side
     storage = optuna_mto._storage.open_storage(url)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
-            except KeyError:
-                trials = []
-            if len(trials) == 2 and all(len(t.intermediate_values) >= 3 for t in trials):
-                break
-            assert first.poll() is None, first.communicate()[0]
-            time.sleep(0.2)
-        else:
-            pytest.fail("splits never got going")
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    kill_group_once_splits_run(first, storage, study_name, 2)
     study = optuna.load_study(study_name=study_name, storage=storage)
     sampled = {t.system_attrs["mto:split"]: t.params["lr"] for t in study.get_trials()}
     assert len(set(sampled.values())) == 2  # the sampler drew one lr per split

@@ -16,6 +16,7 @@ import optuna
 import pytest
 import sqlalchemy
 from _models import digits_trainer
+from _util import kill_group_once_splits_run
 from optuna.trial import TrialState
 
 import optuna_mto
@@ -61,23 +62,8 @@ def _run(url: str, name: str, **kwargs) -> subprocess.Popen:
 def test_sigkill_mid_training_then_restart_resumes_every_split(storage_url, study_name):
     first = _run(storage_url, study_name, start_new_session=True)
     storage = optuna_mto._storage.open_storage(storage_url)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # wait until all 4 splits are mid-training
-            try:
-                study = optuna.load_study(study_name=study_name, storage=storage)
-                trials = study.get_trials(deepcopy=False)
-            except KeyError:
-                trials = []
-            if len(trials) == 4 and all(len(t.intermediate_values) >= 3 for t in trials):
-                break
-            assert first.poll() is None, first.communicate()[0]
-            time.sleep(0.2)
-        else:
-            pytest.fail("splits never got going")
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the whole job, as a preempted node
-        first.wait()
+    kill_group_once_splits_run(first, storage, study_name, 4)  # all 4 splits mid-training
+    study = optuna.load_study(study_name=study_name, storage=storage)
     killed = {t.params["split"]: t for t in study.get_trials()}
     assert all(t.state == TrialState.RUNNING for t in killed.values())
 

@@ -158,9 +158,7 @@ class AdaptiveTransfer(BaseTransferManager):
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Judge the explorer trained since the last transfer step, then start the next."""
         event = self._resolve(context, handle)
-        fitness = context.fitness
-        if event is not None and event.accepted:
-            fitness = event.after if event.judged_on == "own" else handle.evaluate()
+        fitness = handle.fitness_after(context.fitness, event)
         relations = relations_of(handle.state)
         for k in range(handle.n_splits):
             if k != handle.split:
