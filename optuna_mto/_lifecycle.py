@@ -105,6 +105,27 @@ def _take_over(study: StudyRuntime, claim: SplitClaim) -> None:
         pass
 
 
+def _with_fresh_flags(
+    latest: dict[int, SplitClaim], again: dict[int, SplitClaim]
+) -> dict[int, SplitClaim]:
+    """Take the error/interruption flags of each attempt from a read made after the states.
+
+    A failing worker marks its claim (errored, interrupted) before it sets its trial to
+    FAIL. Claims read before the states may miss a mark whose FAIL the states then show,
+    which would count an error as a lost worker (and retry it past ``max_retries``);
+    claims read after the states cannot. Only the flags of the same attempt are taken:
+    a newer attempt claimed in between is left for the next look.
+    """
+    return {
+        split: again[split]
+        if split in again
+        and again[split].attempt == claim.attempt
+        and again[split].trial_id == claim.trial_id
+        else claim
+        for split, claim in latest.items()
+    }
+
+
 def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
     """Return what is left to run of ``study``.
 
@@ -126,6 +147,7 @@ def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
         for c in latest.values()
         if c.trial_id is not None
     }
+    latest = _with_fresh_flags(latest, retry_transient(study.claims.latest))
     host = socket.gethostname()
     gone = set()
     for split, claim in latest.items():
