@@ -1,6 +1,8 @@
 """Markdown tables of benchmarks/quality.py results, for the README.
 
-python benchmarks/_report.py mnist fragile noisy digits
+python benchmarks/_report.py mnist fragile noisy digits noisy_long digits_long
+
+Prints the tables and redraws each setting's PNG from the same merged runs.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def _ci(stat: dict[str, Any]) -> str:
     return f"{_pts(stat['diff'])} ({_pts(stat['ci'][0])}, {_pts(stat['ci'][1])})"
 
 
-def markdown(setting: str) -> str:
-    """Tables of ``setting``; runs of ``quality_<setting>_*.json`` files are merged in."""
+def merged(setting: str) -> dict[str, Any]:
+    """The results of ``setting``; runs of ``quality_<setting>_*.json`` files are merged in."""
     data = json.loads((RESULTS / f"quality_{setting}.json").read_text())
-    extra = sorted(RESULTS.glob(f"quality_{setting}_*.json"))
+    extra = sorted(p for p in RESULTS.glob(f"quality_{setting}_*.json") if _run_of(p, setting))
     if extra:
         from quality import summarise
 
@@ -41,6 +43,23 @@ def markdown(setting: str) -> str:
                     data["runs"].append(run)
                     seen.add((run["method"], run["seed"]))
         data["summary"] = summarise(data["runs"])
+    return data
+
+
+def _run_of(path: Path, setting: str) -> bool:
+    """Whether ``path`` holds runs of ``setting`` (``quality_digits_long`` is another setting)."""
+    from quality import SETTINGS
+
+    return not any(
+        path.stem == f"quality_{other}" or path.stem.startswith(f"quality_{other}_")
+        for other in SETTINGS
+        if other != setting and other.startswith(f"{setting}_")
+    )
+
+
+def markdown(setting: str) -> str:
+    """Tables of ``setting`` (merged results, see :func:`merged`)."""
+    data = merged(setting)
     summary, protocol = data["summary"], data["protocol"]
     n = max(r["n"] for r in summary["table"])
     lines = [
@@ -112,5 +131,15 @@ def markdown(setting: str) -> str:
     return "\n".join(lines)
 
 
+def plot(setting: str) -> None:
+    """Redraw ``quality_<setting>.png`` from the merged results (the README's numbers)."""
+    from _plot import plot_quality
+
+    plot_quality(merged(setting), RESULTS / f"quality_{setting}.png")
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     print("\n\n".join(markdown(s) for s in sys.argv[1:]))
+    for name in sys.argv[1:]:
+        plot(name)
