@@ -57,6 +57,14 @@ def _run_of(path: Path, setting: str) -> bool:
     )
 
 
+def _halves(shares: list[list[float | None] | None]) -> tuple[float, float]:
+    """Mean share in the first and in the second half of the runs, over runs."""
+    rows = [row for row in shares if row]
+    return tuple(  # type: ignore[return-value]
+        float(np.mean([row[i] for row in rows if row[i] is not None])) for i in (0, 1)
+    )
+
+
 def markdown(setting: str) -> str:
     """Tables of ``setting`` (merged results, see :func:`merged`)."""
     data = merged(setting)
@@ -107,11 +115,29 @@ def markdown(setting: str) -> str:
         spread = [r["spread"] for r in relations if r["spread"] is not None]
         kept = sum(r["explorers_kept"] for r in relations)
         judged = sum(r["explorers"] for r in relations)
-        lines.append(
+        line = (
             f"AMTO relations: the top-scored source is the best other split for "
             f"{np.mean(top):.0%} of receivers (chance {1 / (protocol['k'] - 1):.0%}); mean "
             f"spread of final scores {np.mean(spread):.2f}; explorers kept {kept}/{judged}."
         )
+        low = [r["lowest_is_worst"] for r in relations if r.get("lowest_is_worst") is not None]
+        if low:
+            first, second = _halves([r["draws_from_worst"] for r in relations])
+            line += (
+                f" The lowest-scored source is the worst other split for {np.mean(low):.0%} of "
+                f"receivers; explorers drawn from the worst other split: {first:.0%} in the "
+                f"first half of the run, {second:.0%} in the second."
+            )
+        bad = [r for r in relations if r.get("lowest_is_bad") is not None]
+        if bad:
+            first, second = _halves([r["draws_from_bad"] for r in bad])
+            line += (
+                f" The bad split (trained on shuffled labels) is the lowest-scored source for "
+                f"{np.mean([r['lowest_is_bad'] for r in bad]):.0%} of the other receivers; "
+                f"their explorers drawn from it: {first:.0%} in the first half of the run, "
+                f"{second:.0%} in the second (chance {1 / (protocol['k'] - 1):.0%})."
+            )
+        lines.append(line)
     stalled = {}
     for r in data["runs"]:
         low = sum(m < 0.5 for m in r["members"])

@@ -6,6 +6,7 @@
     python benchmarks/quality.py --setting noisy   --seeds 10   # MLP, 20% training labels flipped
     python benchmarks/quality.py --setting digits_long --seeds 10  # digits, 160 epochs: converged
     python benchmarks/quality.py --setting noisy_long  --seeds 10  # noisy, 80 epochs: plateau
+    python benchmarks/quality.py --setting bad_donor --seeds 10    # split 0 learns noise
     python benchmarks/quality.py --setting mnist --plot-only    # redraw from the JSON
 
 Protocol. Per seed, every method sees the same data: the same held-out test set (never
@@ -40,6 +41,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,11 @@ SETTINGS: dict[str, tuple[Any, Any, int, tuple[float, float]]] = {
     # the baseline) compares search with search, not search with depth.
     "digits_long": (mlp, adam, 160, (2e-4, 2e-2)),
     "noisy_long": (mlp, adam, 80, (2e-4, 2e-2)),
+    # One bad donor: split BAD_SPLIT trains on shuffled labels (its validation labels are
+    # clean). Do AMTO's relation scores learn to stop drawing explorers from it?
+    "bad_donor": (mlp, adam, 40, (2e-4, 2e-2)),
 }
+BAD_SPLIT = 0
 
 
 def load(setting: str, seed: int, train_size: int) -> tuple[Any, Any]:
@@ -139,12 +145,32 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager:
 class RecordingTrainer(optuna_mto.SupervisedTrainer):
     """A SupervisedTrainer that records each split's predictions on probe rows per epoch."""
 
-    def __init__(self, *args: Any, probe: torch.Tensor, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, probe: torch.Tensor, bad_split: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.probe = probe
         self.predictions: dict[tuple[int, int], np.ndarray] = {}
+        self.bad_split = bad_split
+        labels = self.dataset[1]
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        self._shuffled = labels[order]
+        self._local = threading.local()  # the split this thread trains
+
+    def _batches(
+        self, indices: np.ndarray, batch_size: int, generator: torch.Generator | None
+    ) -> Any:
+        """Training batches (those with a generator) of the bad split get shuffled labels."""
+        batches = super()._batches(indices, batch_size, generator)
+        if generator is None or getattr(self._local, "split", None) != self.bad_split:
+            return batches
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        x = self.dataset[0]
+        return ((x[c], self._shuffled[c]) for c in rows.split(batch_size))
 
     def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        self._local.split = trial.split
         report = trial.report
 
         def recording_report(value: float, step: int, **kwargs: Any) -> Any:
@@ -179,7 +205,7 @@ def run(setting: str, method: str, seed: int, train_size: int, home: Path) -> di
     epochs = epochs * 2 if method == "independent_2x" else epochs
     trainer = RecordingTrainer(
         model_fn, (x, y), optimizer_fn=opt_fn, epochs=epochs, batch_size=64, seed=seed,
-        probe=x_test[:DIVERSITY_ROWS],
+        probe=x_test[:DIVERSITY_ROWS], bad_split=BAD_SPLIT if setting == "bad_donor" else None,
     )  # fmt: skip
     os.environ["OPTUNA_MTO_HOME"] = str(home)
     study = optuna_mto.create_study(
@@ -235,18 +261,24 @@ def run(setting: str, method: str, seed: int, train_size: int, home: Path) -> di
         ),  # fmt: skip
         "transfers_tried": sum(1 for e in events if not e.reason),
         "transfers_kept": sum(1 for e in events if e.accepted),
-        "relations": relation_report(study) if method.startswith("amto") else None,
+        "relations": relation_report(study, BAD_SPLIT if setting == "bad_donor" else None)
+        if method.startswith("amto")
+        else None,
         "chosen_split": summary.best_split,
         "wall_s": wall,
     }
 
 
-def relation_report(study: optuna_mto.MTOStudy) -> dict[str, Any]:
+def relation_report(study: optuna_mto.MTOStudy, bad: int | None = None) -> dict[str, Any]:
     """Do AMTO's relation scores learn? Final scores, and how they relate to donor quality.
 
-    ``top_is_best``: share of receivers whose highest-scored source is the best other
-    split by selection score (chance: 1 / (K - 1)). ``kept_by_source``: explorers kept /
-    judged per source rank by relation score.
+    Donor quality is the split's selection score at the end. ``top_is_best``: share of
+    receivers whose highest-scored source is the best other split; ``lowest_is_worst``:
+    whose lowest-scored source is the worst other split (chance for both: 1 / (K - 1)).
+    ``draws_from_worst``: share of explorers started from the receiver's worst other
+    split in the first and the second half of the run (learning: the second is lower).
+    With a ``bad`` split (bad_donor), ``lowest_is_bad`` and ``draws_from_bad`` say the
+    same of it for the other receivers (it may not stay the worst: transfer rescues it).
     """
     summary = study.summary()
     finals: dict[int, dict[int, float]] = {}
@@ -256,16 +288,36 @@ def relation_report(study: optuna_mto.MTOStudy) -> dict[str, Any]:
             scores = trial.user_attrs[keys[-1]]["scores"]
             finals[trial.params["split"]] = {int(k): float(v) for k, v in scores.items()}
     selection = summary.selection or [float("nan")] * K
-    hits, spreads = [], []
+    hits, lows, spreads = [], [], []
     for scores in finals.values():
-        best_other = max((s for s in scores), key=lambda s: selection[s])
+        best_other = max(scores, key=lambda s: selection[s])
+        worst_other = min(scores, key=lambda s: selection[s])
         hits.append(max(scores, key=lambda s: scores[s]) == best_other)
+        lows.append(min(scores, key=lambda s: scores[s]) == worst_other)
         spreads.append(max(scores.values()) - min(scores.values()))
-    events = [e for e in study.transfers() if e.operator == "explorer"]
+    events = [e for e in study.transfers() if e.operator in ("explorer", "blend")]
     gains = [e.before - e.after for e in events]  # loss: positive when the explorer helped
+    worst = {r: min((s for s in range(K) if s != r), key=lambda s: selection[s]) for r in range(K)}
+    last = max((e.step for e in events), default=0)
+    halves = [[e for e in events if (e.step > last / 2) == late] for late in (False, True)]
+    others = [scores for r, scores in finals.items() if r != bad]
+    from_bad = [[e for e in half if e.receiver != bad] for half in halves]
     return {
+        "lowest_is_bad": float(np.mean([min(s, key=lambda k: s[k]) == bad for s in others]))
+        if bad is not None and others
+        else None,
+        "draws_from_bad": [
+            float(np.mean([e.donor == bad for e in h])) if h else None for h in from_bad
+        ]
+        if bad is not None
+        else None,  # fmt: skip
         "final_scores": {str(k): v for k, v in finals.items()},
         "top_is_best": float(np.mean(hits)) if hits else None,
+        "lowest_is_worst": float(np.mean(lows)) if lows else None,
+        "draws_from_worst": [
+            float(np.mean([e.donor == worst[e.receiver] for e in half])) if half else None
+            for half in halves
+        ],
         "spread": float(np.mean(spreads)) if spreads else None,
         "explorers": len(events),
         "explorers_kept": sum(e.accepted for e in events),
