@@ -107,6 +107,9 @@ class AdaptiveTransfer(BaseTransferManager):
     larger ``interval`` to explore less often). The SupervisedTrainer trains
     explorers automatically; with the objective API, train ``trial.explorer.model``
     with ``trial.explorer.optimizer`` alongside your model when it is not None.
+    Measured against independent splits trained twice as long (README, Results), it
+    ties where training converges and loses where more epochs would still help; its
+    relation scores single out a bad donor but stay near chance among random splits.
 
     Args:
         interval: Report steps between transfer steps (one explorer per interval).
