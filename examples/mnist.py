@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=4, help="splits trained at once")
     parser.add_argument("--transfer", choices=["greedy", "none"], default="greedy")
     parser.add_argument("--export", default="storage/mnist_best.pt", help="best model path")
+    parser.add_argument(
+        "--export-ensemble", default="storage/mnist_ensemble.pt", help="ensemble of the K models"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -117,6 +120,16 @@ def main() -> None:
         f"{summary.mean[summary.best_split]:.4f}, held-out test accuracy {test_acc:.4f}"
     )
     print(f"exported to {study.export_best_model(args.export)}; optimize took {elapsed:.1f} s")
+    # The K models together usually beat the chosen one (README, Results: +1.55 points on
+    # MNIST with independent splits); greedy transfer makes them similar, so less here.
+    ensemble = study.ensemble(make_cnn)
+    with torch.no_grad():
+        ens_acc = float((ensemble(x_test).argmax(1) == y_test).float().mean())
+    print(
+        f"ensemble of the {args.n_splits} models: held-out test accuracy {ens_acc:.4f}; "
+        f"exported to {study.export_ensemble(args.export_ensemble)} "
+        f"(optuna_mto.Ensemble.load(path, make_cnn, n_members={args.n_splits}))"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from torch import nn
 
 from optuna_mto._dataset import dataset_info
 from optuna_mto._optuna_internals import storage_of, study_id_of
+from optuna_mto._results import refuse_incomplete
 from optuna_mto._schema import LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._summary import latest_split_trials
@@ -37,6 +38,7 @@ __all__ = [
     "Ensemble",
     "build_ensemble",
     "build_soup",
+    "ensemble_state_dict",
     "save_state_dict",
     "score_outputs",
     "score_outputs_after_optimize",
@@ -161,6 +163,28 @@ def build_ensemble(
         model.load_state_dict(study.best_state_dict(split, map_location=map_location))
         members.append(model.to(map_location))
     return Ensemble(members, combine=combine).eval()
+
+
+def ensemble_state_dict(
+    study: MTOStudy, splits: Sequence[int] | None = None, *, allow_incomplete: bool = False
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Return the ``state_dict`` of the finished splits' :class:`Ensemble`, and its splits.
+
+    Built from the checkpoints alone (no model needed), best-ranked split first, with the
+    keys ``members.<i>.<name>`` that :meth:`Ensemble.load` reads. Without ``splits`` an
+    incomplete study is refused unless ``allow_incomplete=True``.
+    """
+    if splits is None and not allow_incomplete:
+        refuse_incomplete(
+            study.study_name, study.summary(), "an ensemble would miss the unfinished splits",
+            "allow_incomplete=True to use the finished ones, or splits=[...]",
+        )  # fmt: skip
+    chosen = list(_finished(study, splits))
+    state = {}
+    for i, split in enumerate(chosen):
+        for name, tensor in study.best_state_dict(split).items():
+            state[f"members.{i}.{name}"] = tensor
+    return state, chosen
 
 
 def build_soup(

@@ -11,7 +11,7 @@ from optuna_mto._schema import BEST_KEY, TRANSFER_ATTR_PREFIX
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
 from optuna_mto.checkpoints import CheckpointRef
 
-__all__ = ["best_checkpoint", "transfer_events"]
+__all__ = ["best_checkpoint", "refuse_incomplete", "transfer_events"]
 
 
 def transfer_events(study: optuna.Study) -> list[TransferEvent]:
@@ -22,6 +22,22 @@ def transfer_events(study: optuna.Study) -> list[TransferEvent]:
             if key.startswith(TRANSFER_ATTR_PREFIX):
                 events.append(TransferEvent.from_dict(value))
     return sorted(events, key=lambda e: (e.step, e.receiver))
+
+
+def refuse_incomplete(name: str, summary: CrossSplitSummary, why: str, instead: str) -> None:
+    """Raise MTOError if the study has finished splits but is not complete.
+
+    Args:
+        name: The study's name.
+        summary: Its summary.
+        why: What an output of an incomplete study would get wrong.
+        instead: The argument that takes it anyway.
+    """
+    if summary.ranking and not summary.complete:
+        raise MTOError(
+            f"Study {name!r} is incomplete ({summary.incomplete_reason}): {why}. Finish the "
+            f"study (run optimize again), or pass {instead}."
+        )
 
 
 def best_checkpoint(
@@ -35,12 +51,11 @@ def best_checkpoint(
         ValueError: If no split (or not ``split``) has finished.
     """
     name = study.study_name
-    if split is None and not summary.complete and not allow_incomplete and summary.ranking:
-        raise MTOError(
-            f"Study {name!r} is incomplete ({summary.incomplete_reason}): its best model is "
-            "ranked on some splits only. Finish the study (run optimize again), or pass "
-            "allow_incomplete=True to take the best finished split."
-        )
+    if split is None and not allow_incomplete:
+        refuse_incomplete(
+            name, summary, "its best model is ranked on some splits only",
+            "allow_incomplete=True to take the best finished split",
+        )  # fmt: skip
     split = summary.best_split if split is None else split
     if split is None:
         raise ValueError(f"No split of study {name!r} has finished yet.")

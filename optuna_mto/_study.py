@@ -241,11 +241,31 @@ class MTOStudy:
         With ``register`` the file is also uploaded as an Optuna artifact of the study
         (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _ensemble.save_state_dict(
-            self.best_state_dict(split, allow_incomplete=allow_incomplete), path
-        )
+        state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
+        return self._export(state, path, register)
+
+    def export_ensemble(
+        self,
+        path: str | os.PathLike[str],
+        splits: Sequence[int] | None = None,
+        *,
+        allow_incomplete: bool = False,
+        register: bool = True,
+    ) -> Path:
+        """Write the ``state_dict`` of the finished splits' ensemble to ``path`` (atomically).
+
+        No model is needed to write it. Load it with
+        ``Ensemble.load(path, make_model, n_members=K)``, which reads it with
+        ``weights_only=True``. Refuses an incomplete study unless ``splits`` or
+        ``allow_incomplete=True`` is given; ``register`` as in :meth:`export_best_model`.
+        """
+        state, _ = _ensemble.ensemble_state_dict(self, splits, allow_incomplete=allow_incomplete)
+        return self._export(state, path, register)
+
+    def _export(
+        self, state: dict[str, torch.Tensor], path: str | os.PathLike[str], register: bool
+    ) -> Path:
+        path = _ensemble.save_state_dict(state, path)
         if register:  # finished trials are read-only: the export belongs to the study
             retry_transient(
                 optuna.artifacts.upload_artifact,

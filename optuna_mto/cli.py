@@ -113,6 +113,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     study = _open(args)
+    if args.ensemble:
+        path = study.export_ensemble(args.output)
+        k = len(study.summary().ranking)
+        print(f"exported the ensemble of {k} splits to {path}; load it with "
+              f"optuna_mto.Ensemble.load({str(path)!r}, make_model, n_members={k})")  # fmt: skip
+        return 0
     path = study.export_best_model(args.output, split=args.split)
     split = study.summary().best_split if args.split is None else args.split
     print(f"exported split {split}'s best weights to {path}")
@@ -221,7 +227,11 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the best model's weights to a file")
     study_args(export)
     export.add_argument("--output", "-o", required=True, help="file to write (torch.save)")
-    export.add_argument("--split", type=int, default=None, help="a split instead of the best")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--split", type=int, default=None, help="a split instead of the best")
+    which.add_argument(
+        "--ensemble", action="store_true", help="all K splits' models as one ensemble"
+    )
     export.set_defaults(func=_cmd_export)
 
     transfers = sub.add_parser("transfers", help="list the transfer events")

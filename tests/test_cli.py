@@ -103,6 +103,21 @@ def test_export_writes_loadable_best_weights(finished, tmp_path, monkeypatch):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not 0600
 
 
+def test_export_ensemble_writes_all_k_models(finished, tmp_path, monkeypatch):
+    study, url, home = finished
+    monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
+    target = tmp_path / "ens.pt"
+    cmd = ("export", "--storage", url, "--study", "cli", "-o", str(target), "--ensemble")
+    out = _cli(*cmd).stdout
+    assert "ensemble of 3 splits" in out and "n_members=3" in out
+    ens = optuna_mto.Ensemble.load(target, tiny_mlp, n_members=3)
+    x = torch.rand(4, 64)
+    with torch.no_grad():
+        assert torch.equal(ens.eval()(x), study.ensemble(tiny_mlp)(x))
+    both = _cli(*cmd, "--split", "0", check=False)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_transfers_as_table_and_csv(finished, monkeypatch):
     study, url, home = finished
     monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))

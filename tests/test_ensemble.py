@@ -6,6 +6,7 @@ import math
 import re
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from _models import digits_trainer, tiny_mlp
@@ -78,6 +79,26 @@ def test_study_ensemble_and_outputs_in_the_summary(independent_study, digits, tm
     path = ens.save(tmp_path / "ens.pt")
     loaded = optuna_mto.Ensemble.load(path, tiny_mlp, n_members=3)
     assert trainer.evaluate(loaded, rows) == ens_score
+
+
+def test_export_ensemble_writes_what_the_ensemble_computes(independent_study, digits, tmp_path):
+    study, trainer = independent_study
+    x = digits[0][:50]
+    path = study.export_ensemble(tmp_path / "out" / "ens.pt")
+    state = torch.load(path, weights_only=True)
+    assert sorted({k.split(".")[1] for k in state}) == ["0", "1", "2"]
+    loaded = optuna_mto.Ensemble.load(path, tiny_mlp, n_members=3).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), study.ensemble(tiny_mlp)(x))
+    # best-ranked split first, as study.ensemble orders them
+    best = study.best_state_dict()
+    assert all(torch.equal(state[f"members.0.{k}"], v) for k, v in best.items())
+    two = study.export_ensemble(tmp_path / "two.pt", splits=[2, 0], register=False)
+    state = torch.load(two, weights_only=True)
+    assert torch.equal(state["members.0.0.weight"], study.best_state_dict(2)["0.weight"])
+    assert not any(k.startswith("members.2.") for k in state)
+    names = [a.filename for a in optuna.artifacts.get_all_artifact_meta(study.study)]
+    assert "ens.pt" in names and "two.pt" not in names  # registered only when asked
 
 
 def test_soup_of_independent_models_is_refused_unless_overridden(independent_study):

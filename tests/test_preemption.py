@@ -201,6 +201,9 @@ def test_a_failing_split_is_named_with_its_error_in_every_executor(study_name, d
     assert "err/lost: attempts that raised" in table
     with pytest.raises(optuna_mto.MTOError, match="incomplete.*allow_incomplete=True"):
         study.export_best_model("never.pt")
+    with pytest.raises(optuna_mto.MTOError, match="incomplete.*ensemble would miss.*splits="):
+        study.export_ensemble("never.pt")
+    assert not os.path.exists("never.pt")
     state = study.best_state_dict(allow_incomplete=True)
     assert all(isinstance(t, torch.Tensor) for t in state.values())
     # Rerunning without a fix says the same, loudly, instead of "nothing to do".
