@@ -12,6 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+import optuna_mto
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -53,8 +55,13 @@ def test_the_quickstart_runs_as_a_script_in_worker_processes(tmp_path):
     with torch.no_grad():
         accuracy = float((model(x).argmax(1) == y).float().mean())  # type: ignore[operator]
     assert accuracy > 0.9
+    ensemble = optuna_mto.Ensemble.load(
+        storage / "quickstart_ensemble.pt", namespace["make_model"], n_members=4
+    )  # type: ignore[arg-type]
+    with torch.no_grad():
+        assert float((ensemble.eval()(x).argmax(1) == y).float().mean()) > 0.9
     files = sorted(p.name for p in storage.iterdir() if p.suffix in (".db", ".pt"))
-    assert files == ["quickstart.db", "quickstart_best.pt"]
+    assert files == ["quickstart.db", "quickstart_best.pt", "quickstart_ensemble.pt"]
 
 
 def strategy_code() -> str:
