@@ -24,10 +24,10 @@ from torch import nn
 
 from optuna_mto._dataset import dataset_info
 from optuna_mto._optuna_internals import storage_of, study_id_of
-from optuna_mto._results import refuse_incomplete
+from optuna_mto._results import checkpoint_of, refuse_incomplete
 from optuna_mto._schema import LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
-from optuna_mto._summary import latest_split_trials
+from optuna_mto._summary import CrossSplitSummary, latest_split_trials
 from optuna_mto._validation import check_choice
 
 if TYPE_CHECKING:
@@ -127,9 +127,11 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike[s
 
 
 # ---------------------------------------------------------------------- study side
-def _finished(study: MTOStudy, splits: Sequence[int] | None) -> dict[int, Any]:
+def _finished(
+    study: MTOStudy, splits: Sequence[int] | None, summary: CrossSplitSummary | None = None
+) -> dict[int, Any]:
     trials = latest_split_trials(study.study.get_trials(deepcopy=False))
-    done = study.summary().ranking  # finished splits, best first
+    done = (summary or study.summary()).ranking  # finished splits, best first
     if splits is None:
         chosen = done
     else:
@@ -145,6 +147,15 @@ def _finished(study: MTOStudy, splits: Sequence[int] | None) -> dict[int, Any]:
     return {s: trials[s] for s in chosen}
 
 
+def _best_states(
+    study: MTOStudy, trials: Mapping[int, Any], map_location: str | torch.device = "cpu"
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The best weights of each finished split trial (one checkpoint read each)."""
+    store = study._rt.store
+    return {s: store.load(checkpoint_of(t), map_location=map_location)["model"]
+            for s, t in trials.items()}  # fmt: skip
+
+
 def _lineages(trials: Mapping[int, Any]) -> dict[int, list[int]]:
     return {s: list(t.system_attrs.get(LINEAGE_KEY, [s])) for s, t in trials.items()}
 
@@ -158,9 +169,9 @@ def build_ensemble(
 ) -> Ensemble:
     """Return an :class:`Ensemble` of the finished splits' best models (best ranked first)."""
     members = []
-    for split in _finished(study, splits):
+    for state in _best_states(study, _finished(study, splits), map_location).values():
         model = model_fn()
-        model.load_state_dict(study.best_state_dict(split, map_location=map_location))
+        model.load_state_dict(state)
         members.append(model.to(map_location))
     return Ensemble(members, combine=combine).eval()
 
@@ -174,17 +185,19 @@ def ensemble_state_dict(
     keys ``members.<i>.<name>`` that :meth:`Ensemble.load` reads. Without ``splits`` an
     incomplete study is refused unless ``allow_incomplete=True``.
     """
+    summary = study.summary()
     if splits is None and not allow_incomplete:
         refuse_incomplete(
-            study.study_name, study.summary(), "an ensemble would miss the unfinished splits",
+            study.study_name, summary, "an ensemble would miss the unfinished splits",
             "allow_incomplete=True to use the finished ones, or splits=[...]",
         )  # fmt: skip
-    chosen = list(_finished(study, splits))
-    state = {}
-    for i, split in enumerate(chosen):
-        for name, tensor in study.best_state_dict(split).items():
-            state[f"members.{i}.{name}"] = tensor
-    return state, chosen
+    members = _best_states(study, _finished(study, splits, summary))
+    state = {
+        f"members.{i}.{name}": tensor
+        for i, member in enumerate(members.values())
+        for name, tensor in member.items()
+    }
+    return state, list(members)
 
 
 def build_soup(
@@ -214,7 +227,7 @@ def build_soup(
             "splits share ancestry, or check_ancestry=False if they share an "
             "initialisation the lineage cannot see (e.g. one pretrained checkpoint)."
         )
-    states = {s: study.best_state_dict(s) for s in trials}
+    states = _best_states(study, trials)
 
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         model = model_fn()

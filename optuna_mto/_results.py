@@ -11,7 +11,7 @@ from optuna_mto._schema import BEST_KEY, TRANSFER_ATTR_PREFIX
 from optuna_mto._summary import CrossSplitSummary, latest_split_trials
 from optuna_mto.checkpoints import CheckpointRef
 
-__all__ = ["best_checkpoint", "refuse_incomplete", "transfer_events"]
+__all__ = ["best_checkpoint", "checkpoint_of", "refuse_incomplete", "transfer_events"]
 
 
 def transfer_events(study: optuna.Study) -> list[TransferEvent]:
@@ -62,4 +62,9 @@ def best_checkpoint(
     trial = latest_split_trials(study.get_trials(deepcopy=False)).get(split)
     if trial is None or trial.state != TrialState.COMPLETE:
         raise ValueError(f"Split {split} of study {name!r} has not finished.")
+    return checkpoint_of(trial)
+
+
+def checkpoint_of(trial: optuna.trial.FrozenTrial) -> CheckpointRef:
+    """The kept best checkpoint of a finished split trial."""
     return CheckpointRef.from_dict(trial.system_attrs[BEST_KEY]["checkpoint"])

@@ -15,6 +15,15 @@ from optuna_mto.checkpoints import DatabaseArtifactStore
 # --------------------------------------------------------------------------- database
 
 
+def _rows(store, table: str, artifact_id: str) -> int:
+    """Rows of ``table`` that belong to ``artifact_id``."""
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sqlalchemy.text(f"SELECT COUNT(*) FROM {table} WHERE artifact_id = :a"),
+            {"a": artifact_id},
+        ).scalar_one()
+
+
 @pytest.mark.parametrize(
     "size", [0, 1, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 5 * SMALL_CHUNK + 500]
 )
@@ -40,12 +49,7 @@ def test_db_store_overwrite_replaces(db_store, id_prefix) -> None:
     db_store.write(id_prefix, io.BytesIO(payload(4 * SMALL_CHUNK)))
     db_store.write(id_prefix, io.BytesIO(b"short"))
     assert read_artifact(db_store, id_prefix) == b"short"
-    with db_store.engine.connect() as conn:
-        n_rows = conn.execute(
-            sqlalchemy.text("SELECT COUNT(*) FROM mto_artifact_chunks WHERE artifact_id = :a"),
-            {"a": id_prefix},
-        ).scalar_one()
-    assert n_rows == 1
+    assert _rows(db_store, "mto_artifact_chunks", id_prefix) == 1
 
 
 def test_db_store_failed_write_leaves_no_row(db_store, id_prefix) -> None:
@@ -53,13 +57,8 @@ def test_db_store_failed_write_leaves_no_row(db_store, id_prefix) -> None:
         db_store.write(id_prefix, io.BufferedReader(FailingReader(3 * SMALL_CHUNK + 10)))
     with pytest.raises(ArtifactNotFound):
         db_store.open_reader(id_prefix)
-    with db_store.engine.connect() as conn:
-        for table in ("mto_artifacts", "mto_artifact_chunks"):
-            n = conn.execute(
-                sqlalchemy.text(f"SELECT COUNT(*) FROM {table} WHERE artifact_id = :a"),
-                {"a": id_prefix},
-            ).scalar_one()
-            assert n == 0, table
+    for table in ("mto_artifacts", "mto_artifact_chunks"):
+        assert _rows(db_store, table, id_prefix) == 0, table
 
 
 def test_db_store_failed_overwrite_keeps_old_version(db_store, id_prefix) -> None:
@@ -79,12 +78,7 @@ def test_db_store_missing(db_store, id_prefix) -> None:
     db_store.remove(id_prefix)
     with pytest.raises(ArtifactNotFound):
         db_store.open_reader(id_prefix)
-    with db_store.engine.connect() as conn:
-        n = conn.execute(
-            sqlalchemy.text("SELECT COUNT(*) FROM mto_artifact_chunks WHERE artifact_id = :a"),
-            {"a": id_prefix},
-        ).scalar_one()
-    assert n == 0
+    assert _rows(db_store, "mto_artifact_chunks", id_prefix) == 0
 
 
 def test_db_store_incomplete_artifact_is_not_found(db_store, id_prefix) -> None:
