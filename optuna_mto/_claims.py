@@ -142,6 +142,7 @@ def plan_next_claim(
     orphan_after: datetime.timedelta,
     now: datetime.datetime | None = None,
     gone: frozenset[int] = frozenset(),
+    unsettled: frozenset[int] = frozenset(),
 ) -> list[tuple[int, int]]:
     """Return the ``(split, attempt)`` pairs a worker may try to claim, best first.
 
@@ -161,10 +162,15 @@ def plan_next_claim(
         now: The current time (naive UTC); for tests.
         gone: Splits whose claiming worker is known to be dead (its process is gone
             from this host): their claims without a trial count as lost at once.
+        unsettled: Splits whose claim changed while the caller read the states (a trial
+            attached, a new attempt claimed): some worker is acting on them right now,
+            so they are not claimable on this look.
     """
     now = now or _now()
     fresh, retries = [], []
     for split in range(n_splits):
+        if split in unsettled:
+            continue
         claim = latest.get(split)
         if claim is None:
             fresh.append((split, 0))
@@ -236,6 +242,47 @@ class ClaimTable:
         )
         with self._engine.connect() as conn:
             return conn.execute(query).first() is not None
+
+    def claim_of(self, split: int, attempt: int) -> SplitClaim | None:
+        """Return one attempt's claim as stored now (flags of that attempt only), or None."""
+        query = sa.select(_claims).where(
+            _claims.c.study_id == self._study_id,
+            _claims.c.split == split,
+            _claims.c.attempt == attempt,
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return SplitClaim(
+            split, row.attempt, row.trial_id, row.claimed_at,
+            interrupted=bool(row.interrupted), worker=row.worker, errored=bool(row.errored),
+        )  # fmt: skip
+
+    def last_attempt(self, split: int) -> int:
+        """Return the highest attempt claimed for ``split`` (-1 if none), read now."""
+        query = sa.select(sa.func.max(_claims.c.attempt)).where(
+            _claims.c.study_id == self._study_id, _claims.c.split == split
+        )
+        with self._engine.connect() as conn:
+            last = conn.execute(query).scalar()
+        return -1 if last is None else int(last)
+
+    def release(self, split: int, attempt: int, worker: str) -> None:
+        """Withdraw this worker's claim before it created a trial (it found the split taken).
+
+        Only a claim of ``worker`` that has no trial yet is removed: the split's earlier
+        attempt is its latest claim again.
+        """
+        stmt = sa.delete(_claims).where(
+            _claims.c.study_id == self._study_id,
+            _claims.c.split == split,
+            _claims.c.attempt == attempt,
+            _claims.c.worker == worker[:255],
+            _claims.c.trial_id.is_(None),
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
 
     def attach_trial(self, split: int, attempt: int, trial_id: int) -> None:
         """Record the trial that runs a claimed split."""

@@ -23,6 +23,7 @@ from optuna_mto import _execution
 from optuna_mto._lifecycle import work_left
 from optuna_mto._logging import QueueForwarder, forward_to_queue, get_logger
 from optuna_mto._main_guard import GUARD_EXIT_CODE, guard_message
+from optuna_mto._retry import TRANSIENT_ERRORS, connection_limit_hint
 from optuna_mto._runtime import RuntimeSpec, StudyRuntime, open_runtime
 from optuna_mto._storage import open_storage
 from optuna_mto._worker import Job, Worker
@@ -30,6 +31,8 @@ from optuna_mto._worker import Job, Worker
 __all__ = ["run_processes", "run_threads"]
 
 _logger = get_logger(__name__)
+#: Exit code of a worker process the database refused (out of connection slots).
+NO_STORAGE_EXIT_CODE = 75
 
 
 @dataclasses.dataclass
@@ -134,6 +137,8 @@ def _supervise(
                 continue
             if proc.exitcode == 0 or job.stop.is_set():
                 continue
+            if proc.exitcode == NO_STORAGE_EXIT_CODE and procs:
+                continue  # refused by the database: not replaced while others work
             _logger.warning(
                 "Worker process %s (pid %s, %s) died with exit code %s.",
                 proc.name, proc.pid, devices[i], proc.exitcode,
@@ -159,16 +164,24 @@ def _process_main(work: _ProcessJob, log_queue: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     spec = work.spec
-    # The parent created the tables and checked their version already.
-    storage = open_storage(spec.storage, checked=False, **spec.open_kwargs)
     torch.set_num_threads(work.n_threads)
     if log_queue is not None:
         forward_to_queue(log_queue, work.verbosity)
-    runtime = open_runtime(
-        spec.study_name, storage, open_kwargs=spec.open_kwargs, transfer=spec.transfer,
-        artifact_store=spec.artifact_store, max_retries=spec.max_retries,
-        max_preemptions=spec.max_preemptions, sampler=spec.sampler, pruner=spec.pruner,
-    )  # fmt: skip
+    try:
+        # The parent created the tables and checked their version already.
+        storage = open_storage(spec.storage, checked=False, **spec.open_kwargs)
+        runtime = open_runtime(
+            spec.study_name, storage, open_kwargs=spec.open_kwargs, transfer=spec.transfer,
+            artifact_store=spec.artifact_store, max_retries=spec.max_retries,
+            max_preemptions=spec.max_preemptions, sampler=spec.sampler, pruner=spec.pruner,
+        )  # fmt: skip
+    except (*TRANSIENT_ERRORS, ValueError) as err:
+        hint = connection_limit_hint(err)
+        if hint is None:
+            raise
+        # Nothing claimed yet: this worker leaves the work to the others.
+        _logger.error("Worker on %s could not open the study and exits: %s.", work.device, hint)
+        sys.exit(NO_STORAGE_EXIT_CODE)
     # Each process has its own copy of the sampler: reseed it so that the processes do
     # not all draw the same values (Optuna does the same for parallel workers).
     runtime.study.sampler.reseed_rng()

@@ -105,25 +105,32 @@ def _take_over(study: StudyRuntime, claim: SplitClaim) -> None:
         pass
 
 
-def _with_fresh_flags(
-    latest: dict[int, SplitClaim], again: dict[int, SplitClaim]
-) -> dict[int, SplitClaim]:
-    """Take the error/interruption flags of each attempt from a read made after the states.
+def _settle(
+    first: dict[int, SplitClaim], again: dict[int, SplitClaim]
+) -> tuple[dict[int, SplitClaim], frozenset[int]]:
+    """Combine the claims read before the states with those read after them.
 
     A failing worker marks its claim (errored, interrupted) before it sets its trial to
-    FAIL. Claims read before the states may miss a mark whose FAIL the states then show,
-    which would count an error as a lost worker (and retry it past ``max_retries``);
-    claims read after the states cannot. Only the flags of the same attempt are taken:
-    a newer attempt claimed in between is left for the next look.
+    FAIL, so the flags come from the read after the states: a mark whose FAIL the states
+    show is then always seen (else an error would count as a lost worker). A claim that
+    changed between the two reads (a trial attached, a new attempt claimed) is
+    *unsettled*: the states read in between do not describe it, and a decision taken on
+    the first read would be stale (a split whose trial was attached, ran and completed
+    meanwhile looked trial-less and was claimed again). Unsettled splits are running on
+    this look and decided on the next.
+
+    Returns:
+        The latest claims (as read after the states) and the unsettled splits.
     """
-    return {
-        split: again[split]
-        if split in again
-        and again[split].attempt == claim.attempt
-        and again[split].trial_id == claim.trial_id
-        else claim
-        for split, claim in latest.items()
+    unsettled = {
+        split
+        for split in first.keys() | again.keys()
+        if split not in first
+        or split not in again
+        or (again[split].attempt, again[split].trial_id)
+        != (first[split].attempt, first[split].trial_id)
     }
+    return dict(again), frozenset(unsettled)
 
 
 def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
@@ -147,11 +154,15 @@ def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
         for c in latest.values()
         if c.trial_id is not None
     }
-    latest = _with_fresh_flags(latest, retry_transient(study.claims.latest))
+    latest, unsettled = _settle(latest, retry_transient(study.claims.latest))
+    for split in unsettled:  # for views (split_statuses); not acted on this look
+        trial_id = latest[split].trial_id if split in latest else None
+        if trial_id is not None and trial_id not in states:
+            states[trial_id] = retry_transient(backend.get_trial, trial_id).state
     host = socket.gethostname()
     gone = set()
     for split, claim in latest.items():
-        if not take_over or not _owner_gone(claim, host):
+        if split in unsettled or not take_over or not _owner_gone(claim, host):
             continue
         if claim.trial_id is None:
             gone.add(split)
@@ -159,12 +170,14 @@ def work_left(study: StudyRuntime, take_over: bool = True) -> WorkLeft:
             _take_over(study, claim)
             states[claim.trial_id] = retry_transient(backend.get_trial, claim.trial_id).state
     plan = plan_next_claim(
-        study.n_splits, latest, states, budgets_of(study), orphan_after, gone=frozenset(gone)
-    )
+        study.n_splits, latest, states, budgets_of(study), orphan_after,
+        gone=frozenset(gone), unsettled=unsettled,
+    )  # fmt: skip
     running = sum(
         1
         for split, c in latest.items()
-        if (c.trial_id is None and split not in gone)
+        if split in unsettled
+        or (c.trial_id is None and split not in gone)
         or (c.trial_id is not None and states[c.trial_id] == TrialState.RUNNING)
     )
     return WorkLeft(latest, plan, running, states)

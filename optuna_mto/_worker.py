@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, utc_now
+from optuna_mto._exclusive import earlier_attempt_lives, give_up_if_superseded
 from optuna_mto._handle import EvaluateFn, Shared
 from optuna_mto._hparams import retried_params
 from optuna_mto._lifecycle import work_left
@@ -125,8 +126,12 @@ class Worker:
             for split, attempt in left.claimable:
                 if self._failed_at_start(left.latest.get(split)):
                     continue
-                if retry_transient(self.study.claims.try_claim, split, attempt, self.name):
-                    return split, attempt, left.latest.get(split)
+                if not retry_transient(self.study.claims.try_claim, split, attempt, self.name):
+                    continue
+                if attempt > 0 and earlier_attempt_lives(self.study, split, attempt):
+                    retry_transient(self.study.claims.release, split, attempt, self.name)
+                    continue
+                return split, attempt, left.latest.get(split)
             if not left.running or heartbeat_s is None:
                 return None
             # Short: the study is done, and optimize returns, within this of the last split.
@@ -193,6 +198,8 @@ class Worker:
             storage.create_new_trial, study_id_of(study), template_trial=template
         )
         retry_transient(self.study.claims.attach_trial, split, attempt, trial_id)
+        if give_up_if_superseded(self.study, split, attempt, trial_id):
+            return
         trial = optuna.Trial(study, trial_id)
         split_trial = SplitTrial(
             shared, trial, split, attempt, self.device, resume_from=resume,
