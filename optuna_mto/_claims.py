@@ -225,14 +225,19 @@ class ClaimTable:
             "interrupted": False,
             "errored": False,
         }
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(sa.insert(_claims).values(**row))
-        except sa.exc.IntegrityError:
-            if self._exists(split, attempt):
-                return False  # another worker won the race
-            raise  # a broken table (e.g. a NOT NULL column without default), not a race
-        return True
+        for tries_left in (2, 1, 0):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(_claims).values(**row))
+                return True
+            except sa.exc.IntegrityError:
+                if self._exists(split, attempt):
+                    return False  # another worker won the race
+                # Gone again: a claim withdrawn in between (see ``release``). Else a
+                # broken table (e.g. a NOT NULL column without default), not a race.
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _exists(self, split: int, attempt: int) -> bool:
         query = sa.select(_claims.c.split).where(
