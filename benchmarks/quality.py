@@ -16,6 +16,9 @@ initialisations and minibatch orders. Methods:
 
   independent     K splits, no transfer (the baseline)
   independent_2x  the same, trained twice as many epochs: compute-matched to AMTO
+  default         create_study() with no transfer argument: the library's default
+  old_default     GreedyTransfer(): the default up to 0.2.0 (copies at every step)
+  rescue          RescueTransfer(): a split takes a donor only when clearly behind
   greedy          copy the best split's weights when they score better (the paper's MTO)
   diverse         truncation (only the worst quarter copies, only from the best quarter),
                   judged on the receiver's validation rows neither model trained on
@@ -62,7 +65,10 @@ import optuna_mto  # noqa: E402
 from optuna_mto import transfer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("independent", "independent_2x", "greedy", "diverse", "amto", "amto_blend", "pbt")
+METHODS = (
+    "independent", "independent_2x", "default", "old_default", "rescue", "greedy", "diverse",
+    "amto", "amto_blend", "pbt",
+)  # fmt: skip
 OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup")
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
 
@@ -124,7 +130,13 @@ def load(setting: str, seed: int, train_size: int) -> tuple[Any, Any]:
     return (x[train], y_train), (x[test], y[test])
 
 
-def manager(method: str, setting: str) -> transfer.BaseTransferManager:
+def manager(method: str, setting: str) -> transfer.BaseTransferManager | None:
+    if method == "default":
+        return None  # create_study's default, whatever it is in this version
+    if method == "old_default":
+        return transfer.GreedyTransfer()  # the default up to 0.2: copy at every step
+    if method == "rescue":
+        return transfer.RescueTransfer()
     if method.startswith("independent"):
         return transfer.NoTransfer()
     if method == "greedy":

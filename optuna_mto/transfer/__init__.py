@@ -19,6 +19,7 @@ from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferCo
 from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
 from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_state
 from optuna_mto.transfer._pbt import PBTTransfer, explore_value
+from optuna_mto.transfer._rescue import RescueTransfer, clearly_behind
 from optuna_mto.transfer._selection import (
     is_better,
     is_better_by,
@@ -37,8 +38,10 @@ __all__ = [
     "InterpolateTransfer",
     "NoTransfer",
     "PBTTransfer",
+    "RescueTransfer",
     "SplitHandle",
     "TransferContext",
+    "clearly_behind",
     "explore_value",
     "interpolate_state",
     "is_better",
@@ -53,7 +56,14 @@ __all__ = [
 
 _BUILTIN: dict[str, type[BaseTransferManager]] = {
     cls.__name__: cls
-    for cls in (AdaptiveTransfer, GreedyTransfer, InterpolateTransfer, NoTransfer, PBTTransfer)
+    for cls in (
+        AdaptiveTransfer,
+        GreedyTransfer,
+        InterpolateTransfer,
+        NoTransfer,
+        PBTTransfer,
+        RescueTransfer,
+    )
 }
 
 

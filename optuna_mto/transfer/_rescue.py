@@ -1,0 +1,127 @@
+"""Transfer that costs nothing when training is healthy: rescue splits that fall behind."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from optuna_mto._validation import check_number
+from optuna_mto.transfer._base import TransferContext, transfer_once
+from optuna_mto.transfer._greedy import GreedyTransfer
+from optuna_mto.transfer._selection import select_best
+
+if TYPE_CHECKING:
+    from optuna_mto._events import TransferEvent
+    from optuna_mto._handle import SplitHandle
+
+__all__ = ["RescueTransfer", "clearly_behind"]
+
+
+def clearly_behind(
+    own: float, best: float, n_rows: int, direction: str, z: float, tolerance: float
+) -> bool:
+    """Return True if a split scoring ``own`` is behind ``best`` by more than noise allows.
+
+    A non-finite ``own`` (a diverged split) is always behind a finite ``best``. For a
+    score in [0, 1] that is maximized (accuracy and the like), the noise is the standard
+    error of the difference of two proportions measured on ``n_rows`` validation rows
+    each, and ``best`` must lead by more than ``z`` of them. For any other score (a
+    loss), ``best`` must be better by more than ``tolerance`` relative to its size.
+
+    Args:
+        own: The split's own validation score.
+        best: The best published score among the other splits.
+        n_rows: Validation rows behind each score.
+        direction: ``"maximize"`` or ``"minimize"``.
+        z: Standard errors a proportion must lead by.
+        tolerance: Relative lead for other scores (0.1: 10% better).
+    """
+    if not math.isfinite(best):
+        return False
+    if not math.isfinite(own):
+        return True
+    if direction == "maximize" and 0.0 <= own <= 1.0 and 0.0 <= best <= 1.0:
+        noise = math.sqrt((own * (1 - own) + best * (1 - best)) / max(n_rows, 1))
+        return best - own > z * max(noise, 1.0 / max(n_rows, 1))
+    lead = best - own if direction == "maximize" else own - best
+    return lead > tolerance * max(abs(best), 1e-12)
+
+
+class RescueTransfer(GreedyTransfer):
+    """Leave healthy splits independent; give a split that is clearly behind a better one.
+
+    The K splits pay off most as an ensemble of diverse models, and copying weights
+    between healthy splits collapses that diversity (their ensemble then adds nothing).
+    Under this rule a split takes a donor only when it is *clearly behind*: diverged
+    (a non-finite score), or beaten by the best other split by more than the sampling
+    noise of its validation set allows (:func:`clearly_behind`). The best split's
+    weights are then judged on the receiver's validation rows that neither lineage
+    trained on (``gate="unseen"``) and kept only if they score better there. Stalled
+    or diverged training is rescued as by :class:`GreedyTransfer`; a healthy
+    population trains as independent splits would, at the cost of nothing but a
+    comparison of published numbers at each step.
+
+    This is the default strategy of :func:`optuna_mto.create_study`.
+
+    Args:
+        interval: Report steps between looks.
+        warmup: First report step with a look.
+        z: How many standard errors of the difference an accuracy-like score (in
+            [0, 1], maximized) must trail the best other split by.
+        tolerance: For other scores (losses): the relative lead of the best other
+            split that counts as clearly ahead (0.1: 10% better).
+        copy_optimizer: Also take the donor's optimizer (and LR scheduler) state.
+        gate: Rows the donor's weights are judged on (see :class:`GreedyTransfer`).
+        synchronous: Wait for the other splits at each transfer step.
+        sync_timeout: Longest wait in seconds in synchronous mode.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: int = 1,
+        warmup: int = 1,
+        z: float = 3.0,
+        tolerance: float = 0.1,
+        copy_optimizer: bool = True,
+        gate: str = "unseen",
+        synchronous: bool = False,
+        sync_timeout: float = 300.0,
+    ) -> None:
+        super().__init__(
+            interval=interval, warmup=warmup, copy_optimizer=copy_optimizer, gate=gate,
+            synchronous=synchronous, sync_timeout=sync_timeout,
+        )  # fmt: skip
+        check_number("z", z, 0)
+        check_number("tolerance", tolerance, 0)
+        self.z = float(z)
+        self.tolerance = float(tolerance)
+
+    def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
+        """Transfer only if the split is clearly behind the best other split."""
+        donor = select_best(context.others, context.direction)
+        if donor is None:
+            return None
+        n_rows = len(handle.valid_indices)
+        behind = clearly_behind(
+            context.fitness, context.others[donor], n_rows, context.direction, self.z,
+            self.tolerance,
+        )  # fmt: skip
+        if not behind:
+            return None
+        return transfer_once(self, context, handle)
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the constructor arguments."""
+        params = {
+            "name": type(self).__name__,
+            "interval": self.interval,
+            "warmup": self.warmup,
+            "z": self.z,
+            "tolerance": self.tolerance,
+            "copy_optimizer": self.copy_optimizer,
+            "gate": self.gate,
+        }
+        if self.synchronous:
+            params.update(synchronous=True, sync_timeout=self.sync_timeout)
+        return params

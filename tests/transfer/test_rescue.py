@@ -1,0 +1,68 @@
+"""RescueTransfer: healthy splits stay independent, a split clearly behind is rescued."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _models import digits_trainer
+
+import optuna_mto
+from optuna_mto.transfer import RescueTransfer, clearly_behind, from_params
+
+
+def test_clearly_behind_uses_the_noise_of_an_accuracy():
+    # 300 rows at ~0.9: one standard error of the difference is ~0.024.
+    assert not clearly_behind(0.88, 0.92, 300, "maximize", z=3.0, tolerance=0.1)
+    assert clearly_behind(0.80, 0.92, 300, "maximize", z=3.0, tolerance=0.1)
+    # The same gap on 30 rows is noise.
+    assert not clearly_behind(0.80, 0.92, 30, "maximize", z=3.0, tolerance=0.1)
+    # A stalled split at chance is behind whatever the size.
+    assert clearly_behind(0.10, 0.90, 30, "maximize", z=3.0, tolerance=0.1)
+
+
+def test_clearly_behind_for_losses_is_relative_and_respects_direction():
+    assert clearly_behind(1.2, 1.0, 100, "minimize", z=3.0, tolerance=0.1)
+    assert not clearly_behind(1.05, 1.0, 100, "minimize", z=3.0, tolerance=0.1)
+    assert not clearly_behind(0.9, 1.0, 100, "minimize", z=3.0, tolerance=0.1)  # ahead
+    assert clearly_behind(3.0, 5.0, 100, "maximize", z=3.0, tolerance=0.1)  # a score > 1
+
+
+def test_a_diverged_split_is_behind_and_a_diverged_best_is_not_ahead():
+    assert clearly_behind(math.nan, 0.5, 100, "maximize", z=3.0, tolerance=0.1)
+    assert clearly_behind(math.inf, 0.5, 100, "minimize", z=3.0, tolerance=0.1)
+    assert not clearly_behind(0.5, math.nan, 100, "maximize", z=3.0, tolerance=0.1)
+
+
+def test_rescue_parameters_round_trip_and_are_checked():
+    manager = RescueTransfer(interval=2, z=2.0, tolerance=0.2)
+    rebuilt = from_params(manager.get_params())
+    assert rebuilt.get_params() == manager.get_params() and rebuilt.gate == "unseen"
+    with pytest.raises(ValueError, match="z=-1"):
+        RescueTransfer(z=-1)
+
+
+def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
+    """Split 1 never learns (lr 0); the healthy splits 0 and 2 never take a donor."""
+    x, y = digits
+    trainer = digits_trainer(x, y)
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=3, transfer=RescueTransfer(), seed=0
+    )
+
+    def objective(trial):
+        model = trainer.build_model(trial.split)
+        lr = 0.0 if trial.split == 1 else 1e-2
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        for step in range(6):
+            gen = torch.Generator().manual_seed(step)
+            trainer.train_epoch(model, opt, trial.train_indices, gen)
+            trial.report(trial.evaluate(model), step, model=model, optimizer=opt)
+
+    study.optimize(objective, dataset=(x, y), evaluate=trainer.evaluate)
+    events = study.transfers()
+    assert events and {e.receiver for e in events} == {1}
+    assert any(e.accepted for e in events)
+    scores = study.summary()
+    assert min(scores.mean) > 0.5  # the stalled split was rescued
