@@ -69,7 +69,7 @@ METHODS = (
     "independent", "independent_2x", "default", "old_default", "rescue", "greedy", "diverse",
     "amto", "amto_blend", "pbt",
 )  # fmt: skip
-OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup")
+OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
 
 
@@ -174,7 +174,8 @@ class RecordingTrainer(optuna_mto.SupervisedTrainer):
     ) -> Any:
         """Training batches (those with a generator) of the bad split get shuffled labels."""
         batches = super()._batches(indices, batch_size, generator)
-        if generator is None or getattr(self._local, "split", None) != self.bad_split:
+        split = getattr(self._local, "split", None)
+        if generator is None or self.bad_split is None or split != self.bad_split:
             return batches
         rows = torch.as_tensor(indices, dtype=torch.long)
         rows = rows[torch.randperm(len(rows), generator=generator)]
@@ -211,7 +212,42 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def run(setting: str, method: str, seed: int, train_size: int, home: Path) -> dict[str, Any]:
+def one_model_outputs(
+    study: optuna_mto.MTOStudy,
+    trainer: optuna_mto.SupervisedTrainer,
+    model_fn: Any,
+    epochs: int,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+) -> dict[str, float]:
+    """Distil the ensemble into one model, and its fair baseline: no teacher.
+
+    Both are fresh models of the split architecture trained for ``epochs`` on every row
+    a split may train on (all but the selection rows), in the same seeded order.
+    """
+    from optuna_mto._distill import distill_trainer
+
+    n = len(trainer.dataset[1])
+    rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
+    student = distill_trainer(
+        study.ensemble(model_fn), trainer, rows, task="classification", epochs=epochs
+    )
+    plain = trainer.build_model(-1)
+    optimizer = trainer.optimizer_fn(plain.parameters())
+    for epoch in range(epochs):
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([trainer.seed, 1_000_003, epoch]).generate_state(1)[0])
+        )
+        trainer.train_epoch(plain, optimizer, rows, generator)
+    return {
+        "distilled": accuracy(student, x_test, y_test),
+        "no_teacher": accuracy(plain, x_test, y_test),
+    }
+
+
+def run(
+    setting: str, method: str, seed: int, train_size: int, home: Path, distil: bool = False
+) -> dict[str, Any]:
     (x, y), (x_test, y_test) = load(setting, seed, train_size)
     model_fn, opt_fn, epochs, _ = SETTINGS[setting]
     epochs = epochs * 2 if method == "independent_2x" else epochs
@@ -234,6 +270,8 @@ def run(setting: str, method: str, seed: int, train_size: int, home: Path) -> di
     members = [accuracy(m, x_test, y_test) for m in best_models]
     outputs: dict[str, Any] = {"single": members[summary.best_split]}
     outputs["ensemble"] = accuracy(study.ensemble(model_fn), x_test, y_test)
+    if distil:
+        outputs.update(one_model_outputs(study, trainer, model_fn, epochs, x_test, y_test))
     for kind in ("uniform", "greedy"):
         try:
             soup, chosen, _ = study.soup(model_fn, kind, evaluate=trainer.evaluate)
@@ -432,6 +470,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None)
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument(
+        "--distil", action="store_true",
+        help="also distil each method's ensemble into one model (outputs distilled and "
+        "no_teacher: the same model and rows without a teacher)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -457,7 +500,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in methods:
-                row = run(args.setting, method, seed, args.train_size, Path(tmp))
+                row = run(args.setting, method, seed, args.train_size, Path(tmp), args.distil)
                 rows.append(row)
                 o = row["outputs"]
                 print(f"seed {seed} {method:<15} single {o['single']:.4f} ensemble "
