@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from optuna_mto._validation import check_number
+from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._base import TransferContext, transfer_once
 from optuna_mto.transfer._greedy import GreedyTransfer
 from optuna_mto.transfer._selection import select_best
@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from optuna_mto._handle import SplitHandle
 
 __all__ = ["RescueTransfer", "clearly_behind"]
+
+#: Keys of a split's strategy state: its best score, and the step it was reached.
+_BEST, _SINCE = "rescue_best", "rescue_since"
 
 
 def clearly_behind(
@@ -53,8 +56,11 @@ class RescueTransfer(GreedyTransfer):
     The K splits pay off most as an ensemble of diverse models, and copying weights
     between healthy splits collapses that diversity (their ensemble then adds nothing).
     Under this rule a split takes a donor only when it is *clearly behind*: diverged
-    (a non-finite score), or beaten by the best other split by more than the sampling
-    noise of its validation set allows (:func:`clearly_behind`). The best split's
+    (a non-finite score), or *stalled* (no gain beyond noise over its best score for
+    ``patience`` looks) while the best other split leads it by more than the sampling
+    noise of its validation set allows (:func:`clearly_behind`). A split that trails
+    but still learns (early in training the splits learn at different paces) is left
+    alone: copying it then costs diversity and buys nothing. The best split's
     weights are then judged on the receiver's validation rows that neither lineage
     trained on (``gate="unseen"``) and kept only if they score better there. Stalled
     or diverged training is rescued as by :class:`GreedyTransfer`; a healthy
@@ -66,6 +72,8 @@ class RescueTransfer(GreedyTransfer):
     Args:
         interval: Report steps between looks.
         warmup: First report step with a look.
+        patience: Looks without a gain beyond noise after which a split counts as
+            stalled (a diverged split is rescued at once).
         z: How many standard errors of the difference an accuracy-like score (in
             [0, 1], maximized) must trail the best other split by.
         tolerance: For other scores (losses): the relative lead of the best other
@@ -81,6 +89,7 @@ class RescueTransfer(GreedyTransfer):
         *,
         interval: int = 1,
         warmup: int = 1,
+        patience: int = 3,
         z: float = 3.0,
         tolerance: float = 0.1,
         copy_optimizer: bool = True,
@@ -92,24 +101,47 @@ class RescueTransfer(GreedyTransfer):
             interval=interval, warmup=warmup, copy_optimizer=copy_optimizer, gate=gate,
             synchronous=synchronous, sync_timeout=sync_timeout,
         )  # fmt: skip
+        check_int("patience", patience, 1)
         check_number("z", z, 0)
         check_number("tolerance", tolerance, 0)
+        self.patience = patience
         self.z = float(z)
         self.tolerance = float(tolerance)
 
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
-        """Transfer only if the split is clearly behind the best other split."""
+        """Transfer only if the split has diverged, or stalled clearly behind the best."""
+        n_rows = len(handle.valid_indices)
+        stalled = self._stalled(context, handle.state, n_rows)
         donor = select_best(context.others, context.direction)
         if donor is None:
             return None
-        n_rows = len(handle.valid_indices)
-        behind = clearly_behind(
-            context.fitness, context.others[donor], n_rows, context.direction, self.z,
-            self.tolerance,
-        )  # fmt: skip
-        if not behind:
+        own, best = context.fitness, context.others[donor]
+        diverged = not math.isfinite(own)
+        behind = clearly_behind(own, best, n_rows, context.direction, self.z, self.tolerance)
+        if not behind or not (diverged or stalled):
             return None
-        return transfer_once(self, context, handle)
+        event = transfer_once(self, context, handle)
+        if event is not None and event.accepted:  # a new start: patience begins again
+            handle.state.pop(_BEST, None)
+            handle.state[_SINCE] = context.step
+        return event
+
+    def _stalled(self, context: TransferContext, state: dict[str, Any], n_rows: int) -> bool:
+        """Track the split's best score; True after ``patience`` looks without a real gain.
+
+        A gain counts when the new score leads the best so far by one standard error
+        (accuracies) or a quarter of ``tolerance`` (other scores).
+        """
+        own, best = context.fitness, state.get(_BEST)
+        gained = math.isfinite(own) and (
+            best is None
+            or clearly_behind(best, own, n_rows, context.direction, 1.0, self.tolerance / 4)
+        )
+        if gained:
+            state.update({_BEST: own, _SINCE: context.step})
+        since = state.get(_SINCE, context.step)
+        looks = (context.step - since) // self.interval
+        return looks >= self.patience
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments."""
@@ -117,6 +149,7 @@ class RescueTransfer(GreedyTransfer):
             "name": type(self).__name__,
             "interval": self.interval,
             "warmup": self.warmup,
+            "patience": self.patience,
             "z": self.z,
             "tolerance": self.tolerance,
             "copy_optimizer": self.copy_optimizer,

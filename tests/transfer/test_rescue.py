@@ -66,3 +66,21 @@ def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
     assert any(e.accepted for e in events)
     scores = study.summary()
     assert min(scores.mean) > 0.5  # the stalled split was rescued
+
+
+def _context(step: int, fitness: float, others: dict[int, float]):
+    import numpy as np
+
+    from optuna_mto.transfer import TransferContext
+
+    return TransferContext(0, step, fitness, "maximize", others, np.random.default_rng(0))
+
+
+def test_a_split_that_trails_but_learns_is_not_stalled():
+    manager, state = RescueTransfer(patience=2), {}
+    # Behind the best by far, but gaining a lot at every look: never stalled.
+    for step, own in enumerate([0.3, 0.5, 0.7, 0.8], start=1):
+        assert not manager._stalled(_context(step, own, {1: 0.95}), state, 300)
+    # Then stuck: stalled after two looks without a gain beyond one standard error.
+    assert not manager._stalled(_context(5, 0.8, {1: 0.95}), state, 300)
+    assert manager._stalled(_context(6, 0.801, {1: 0.95}), state, 300)
