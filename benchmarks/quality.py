@@ -140,16 +140,16 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager | None:
     if method.startswith("independent"):
         return transfer.NoTransfer()
     if method == "greedy":
-        return transfer.GreedyTransfer(interval=INTERVAL)
+        return transfer.GreedyTransfer(interval=INTERVAL, warmup=1)
     if method == "diverse":
-        return transfer.GreedyTransfer(interval=INTERVAL, truncation=0.25, gate="unseen")
+        return transfer.GreedyTransfer(interval=INTERVAL, warmup=1, truncation=0.25, gate="unseen")
     if method == "amto":
-        return transfer.AdaptiveTransfer(interval=INTERVAL, criterion="loss")
+        return transfer.AdaptiveTransfer(interval=INTERVAL, warmup=1, criterion="loss")
     if method == "amto_blend":
-        return transfer.AdaptiveTransfer(interval=INTERVAL, criterion="loss", blend=True)
+        return transfer.AdaptiveTransfer(interval=INTERVAL, warmup=1, criterion="loss", blend=True)
     low, high = SETTINGS[setting][3]
     return transfer.PBTTransfer(
-        interval=INTERVAL, truncation=0.25, gate="unseen",
+        interval=INTERVAL, warmup=1, truncation=0.25, gate="unseen",
         hyperparams={"lr": FloatDistribution(low, high, log=True)},
     )  # fmt: skip
 

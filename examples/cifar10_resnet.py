@@ -38,10 +38,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import transforms
+
+try:
+    import torchvision
+    from torchvision import transforms
+except ModuleNotFoundError as err:
+    if (err.name or "").partition(".")[0] != "torchvision":
+        raise
+    raise SystemExit(
+        "examples/cifar10_resnet.py needs torchvision, which is not installed: "
+        'pip install "optuna-mto[vision]"'
+    ) from None
 
 import optuna_mto
 from optuna_mto.transfer import GreedyTransfer, NoTransfer

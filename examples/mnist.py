@@ -128,7 +128,7 @@ def main() -> None:
     print(
         f"ensemble of the {args.n_splits} models: held-out test accuracy {ens_acc:.4f}; "
         f"exported to {study.export_ensemble(args.export_ensemble)} "
-        f"(optuna_mto.Ensemble.load(path, make_cnn, n_members={args.n_splits}))"
+        "(optuna_mto.Ensemble.load(path, make_cnn))"
     )
 
 

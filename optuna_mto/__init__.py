@@ -18,16 +18,17 @@ Glossary (used the same way in code, docs and stored records):
   **lineage**: the splits whose training data shaped a model's weights.
 """
 
-from __future__ import annotations
-
 from optuna_mto import checkpoints, transfer
 from optuna_mto._config import StudyConfig
 from optuna_mto._ensemble import Ensemble
 from optuna_mto._errors import (
+    ArchitectureMismatchError,
+    CallbackError,
     CheckpointError,
     ConfigConflictError,
     DatasetMismatchError,
     MTOError,
+    NonFiniteScoreError,
     SplitsGivenUpError,
 )
 from optuna_mto._events import ReportResult, TransferEvent
@@ -42,7 +43,9 @@ from optuna_mto.transfer import Explorer
 __version__ = "0.2.0"
 
 __all__ = [
+    "ArchitectureMismatchError",
     "BaseSplitter",
+    "CallbackError",
     "CheckpointError",
     "ConfigConflictError",
     "CrossSplitSummary",
@@ -52,6 +55,7 @@ __all__ = [
     "KFoldSplitter",
     "MTOError",
     "MTOStudy",
+    "NonFiniteScoreError",
     "RandomSplitter",
     "ReportResult",
     "SplitTrial",
@@ -66,3 +70,8 @@ __all__ = [
     "load_study",
     "transfer",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public names and the loaded public subpackages, not the private modules."""
+    return sorted({*__all__, *({"cli", "integration", "visualization"} & set(globals()))})

@@ -53,6 +53,8 @@ class SplitRecord:
         started: Unix time at which this run of the split started (for the ETA).
         first_step: The first step of this run (after a resume: the step it resumed at).
         pruned: True once the split was pruned (``finished`` too); never a donor then.
+        arch: Signature of the model's tensor names and shapes (see ``_arch``); None if
+            unknown (a record published by an older optuna-mto).
     """
 
     split: int
@@ -75,6 +77,7 @@ class SplitRecord:
     started: float | None = None
     first_step: int = 0
     pruned: bool = False
+    arch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form stored in the study."""

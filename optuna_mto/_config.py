@@ -11,12 +11,14 @@ from optuna_mto._schema import CONFIG_KEY
 from optuna_mto._splits import check_splitter
 from optuna_mto._validation import check_choice, check_int, check_number
 
-__all__ = ["CONFIG_KEY", "StudyConfig", "check_objective_direction"]
+__all__ = ["CONFIG_KEY", "TASKS", "StudyConfig", "check_objective_direction"]
 
 #: Fields that change how failures are handled, not the results: a worker may differ.
 _OPERATIONAL = ("max_retries", "max_preemptions")
 #: Where checkpoints can live (``artifact_store["kind"]``).
 _STORES = ("file", "database", "custom")
+#: What the models predict (how an ensemble combines them); None: not said.
+TASKS = ("classification", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,9 @@ class StudyConfig:
             change no result.
         selection_fraction: Share of the data held out from every split and used only
             to rank the final models (0 ranks by mean cross-split validation score).
+        task: ``"classification"`` or ``"regression"``: how the K models are combined
+            into an ensemble (mean of softmax probabilities, or mean of outputs). None
+            when not given (and in studies created before it existed).
     """
 
     n_splits: int = 4
@@ -56,6 +61,7 @@ class StudyConfig:
     max_retries: int = 2
     selection_fraction: float = 0.0
     max_preemptions: int = 20
+    task: str | None = None
 
     def __post_init__(self) -> None:
         check_splitter(
@@ -65,6 +71,8 @@ class StudyConfig:
         check_int("max_retries", self.max_retries, 0)
         check_int("max_preemptions", self.max_preemptions, 0)
         check_number("selection_fraction", self.selection_fraction, 0, 0.5, kind="float")
+        if self.task is not None:
+            check_choice("task", self.task, TASKS)
         try:
             json.dumps(self.to_dict())
         except (TypeError, ValueError) as err:
@@ -97,10 +105,12 @@ class StudyConfig:
         theirs = json.loads(json.dumps(stored.to_dict()))
         for name, (stored_value, given) in settings.items():
             mine[name], theirs[name] = given, stored_value
+        # A task left out on either side is no conflict (older studies have none).
+        unsaid = () if None not in (mine.get("task"), theirs.get("task")) else ("task",)
         diffs = [
-            f"{k}: stored {theirs[k]!r}, given {mine[k]!r}"
+            f"{k}: stored {theirs.get(k)!r}, given {mine[k]!r}"
             for k in mine
-            if mine[k] != theirs[k] and k not in _OPERATIONAL
+            if mine[k] != theirs.get(k) and k not in (*_OPERATIONAL, *unsaid)
         ]
         if diffs:
             raise ConfigConflictError(

@@ -9,6 +9,7 @@ import torch
 
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._optuna_internals import storage_of, study_id_of
+from optuna_mto._plan import check_plan
 from optuna_mto._retry import retry_transient
 from optuna_mto._runtime import StudyRuntime
 from optuna_mto._schema import DATASET_KEY
@@ -22,8 +23,12 @@ def bind_dataset(
 ) -> tuple[int, np.ndarray | None]:
     """Return the rows and labels of ``dataset``; the first call records its fingerprint.
 
+    Checks the study's splits of it first (:func:`~optuna_mto._plan.check_plan`), so a
+    dataset too small to split is refused before it is recorded.
+
     Raises:
         DatasetMismatchError: If the study was split on a different dataset.
+        ValueError: If a split would have too few training or validation rows.
     """
     if dataset is None:
         raise ValueError(
@@ -56,6 +61,8 @@ def bind_dataset(
     info = {"n_samples": n_samples, "fingerprint": fingerprint}
     storage, study_id = storage_of(runtime.study), study_id_of(runtime.study)
     stored = retry_transient(storage.get_study_system_attrs, study_id).get(DATASET_KEY)
+    if stored is None or stored == info:
+        check_plan(runtime.plan(n_samples, targets))
     if stored is None:
         retry_transient(storage.set_study_system_attr, study_id, DATASET_KEY, info)
     elif stored != info:

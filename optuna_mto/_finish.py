@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import optuna
 
 from optuna_mto._artifacts import promote_checkpoint
-from optuna_mto._errors import CheckpointError
+from optuna_mto._errors import CheckpointError, NonFiniteScoreError
 from optuna_mto._handle import Shared, SplitHandle
 from optuna_mto._ledger import CheckpointLedger
 from optuna_mto._logging import get_logger
@@ -23,8 +24,9 @@ from optuna_mto._schema import (
     SELECTION_SCORE_ATTR,
     SELECTION_SCORE_KEY,
 )
+from optuna_mto._validation import check_finite_score
 
-__all__ = ["finish_split", "finish_pruned"]
+__all__ = ["final_value", "finish_split", "finish_pruned"]
 
 _logger = get_logger(__name__)
 
@@ -57,7 +59,8 @@ def finish_split(
         name = f"{shared.study_name}-split{handle.split}-final"
         best_ref = retry_transient(store.save, handle.capture(), name=name)
     storage, trial_id = trial.storage, trial_id_of(trial)
-    # The kept best checkpoint becomes an Optuna artifact (optuna-dashboard lists it).
+    # The kept best checkpoint becomes an Optuna artifact (optuna-dashboard lists it), under
+    # a new id. The published record may name the old one: it goes after the new record.
     filename = f"{shared.study_name}-split{handle.split}-best-step{best_step}.pt"
     old_best, best_ref = best_ref, promote_checkpoint(store, storage, trial_id, best_ref,
                                                       filename)  # fmt: skip
@@ -81,7 +84,7 @@ def finish_split(
         retry_transient(storage.set_trial_system_attr, trial_id, key, value)
     ledger.publish(best_step, best_fitness, handle.lineage, (handle.tried, handle.accepted),
                    finished=True)  # fmt: skip
-    ledger.keep_only(best_ref, old_best)  # only the best from now on
+    ledger.keep_only(best_ref, old_best)  # only the best from now on (record moved first)
     return scores, selection
 
 
@@ -98,3 +101,31 @@ def finish_pruned(
     ledger.publish(ledger.best[1], ledger.best[0], handle.lineage,
                    (handle.tried, handle.accepted), finished=True, pruned=True)  # fmt: skip
     ledger.keep_only(None, ledger.best[2])
+
+
+def final_value(
+    split: int, scores: list[float] | None, selection: float | None, returned: Any
+) -> tuple[float | None, str | None]:
+    """Return the value a finished split's trial is told, or None and why it has none.
+
+    The selection score if the study has a selection set, else the mean cross-split
+    score, else the objective's return value. None, NaN or an infinity is the user's
+    error (the reason becomes the trial's ``fail_reason``); it is never told to Optuna,
+    which would mark the trial FAIL itself, so that the attempt looked like a lost worker.
+    """
+    if selection is not None:
+        value, what = selection, "the final value (its selection score)"
+    elif scores:
+        value = float(np.mean(scores))
+        what = f"the final value (the mean of its cross-split scores {scores})"
+    elif returned is not None:
+        value, what = float(returned), "the final value (the objective's return value)"
+    else:
+        return None, (
+            "ValueError: the objective returned None and reported no model: return a "
+            "value or call trial.report(value, step, model=model) with an evaluate function"
+        )
+    try:
+        return check_finite_score(value, split, what), None
+    except NonFiniteScoreError as err:
+        return None, f"{type(err).__name__}: {err}"

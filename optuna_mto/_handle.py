@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["EvaluateFn", "Shared", "SplitHandle"]
 
 _logger = get_logger(__name__)
+#: Reads of a donor's checkpoint, following its newer records when one is gone.
+_DONOR_READS = 3
 
 #: ``evaluate(model, indices) -> score``: the user's metric of ``model`` on the rows
 #: ``indices`` of the dataset, in the study's direction.
@@ -205,17 +207,38 @@ class SplitHandle:
         apply_state(state, self.model, self.optimizer, self.scheduler)
 
     def load_donor(self, record: SplitRecord) -> dict[str, Any] | str:
-        """Return the donor's checkpoint content, or the reason it cannot be used."""
-        try:
-            state = retry_transient(
-                self._shared.store.load, record.checkpoint, map_location=self.device
-            )
-        except CheckpointError as err:
-            _logger.warning("Split %d skips donor split %d: %s", self.split, record.split, err)
-            return f"bad checkpoint: {err}"
+        """Return the donor's checkpoint content, or the reason it cannot be used.
+
+        A donor that ended (finished or pruned) or moved on since ``record`` was read
+        may have removed the checkpoint it names, after publishing a newer record: the
+        donor's record is then read again, and its newer checkpoint loaded (a pruned
+        donor gives nothing, quietly). Only a checkpoint that its donor still names and
+        that cannot be read is a warning.
+        """
+        state = self._read_donor(record)
+        if isinstance(state, str):
+            return state
         assert self.model is not None
         check_compatible(unwrap_model(self.model).state_dict(), state["model"])
         return state
+
+    def _read_donor(self, record: SplitRecord) -> dict[str, Any] | str:
+        """Load the checkpoint ``record`` names, following the donor's newer records."""
+        for _ in range(_DONOR_READS):
+            try:
+                return retry_transient(
+                    self._shared.store.load, record.checkpoint, map_location=self.device
+                )
+            except CheckpointError as err:
+                error = err
+            newer = retry_transient(self._shared.board.read).get(record.split, record)
+            if newer.pruned:
+                return f"donor split {record.split} was pruned"
+            if newer.checkpoint == record.checkpoint:
+                break  # the donor still names it: it is unreadable
+            record = newer
+        _logger.warning("Split %d skips donor split %d: %s", self.split, record.split, error)
+        return f"bad checkpoint: {error}"
 
     def inherit(self, lineage: list[int]) -> None:
         """Add the splits of weights taken over to the model's lineage."""

@@ -53,6 +53,8 @@ class CheckpointLedger:
         self.total_steps: int | None = None
         #: ``(step, fitness)`` of the checkpoint this run resumed from, if it resumed.
         self.resumed_at: tuple[int, float] | None = None
+        #: Signature of the model's tensor names and shapes, published with each record.
+        self.arch: str | None = None
 
     def save(
         self, state: dict[str, Any], step: int, fitness: float, lineage: list[int]
@@ -104,6 +106,7 @@ class CheckpointLedger:
             started=self.started,
             first_step=self.first_step,
             pruned=pruned,
+            arch=self.arch,
         )
         retry_transient(self._board.publish, record)
 

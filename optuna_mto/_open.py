@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 import warnings
 
@@ -14,7 +15,8 @@ from optuna_mto._runtime import StudyRuntime, artifact_spec, checkpoint_store, o
 from optuna_mto._schema import CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION, OPTUNA_PARTS_KEY
 from optuna_mto._storage import default_storage_url, open_storage, storage_url
 from optuna_mto._study import MTOStudy
-from optuna_mto.transfer import BaseTransferManager, GreedyTransfer
+from optuna_mto._task import settle_task
+from optuna_mto.transfer import BaseTransferManager, RescueTransfer
 
 __all__ = ["create_study", "load_study"]
 
@@ -27,6 +29,7 @@ def create_study(
     storage: str | optuna.storages.BaseStorage | None = None,
     n_splits: int = 4,
     direction: str = "maximize",
+    task: str | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
     splitter: str = "random",
@@ -50,11 +53,19 @@ def create_study(
             ``$OPTUNA_MTO_HOME``).
         n_splits: K, the number of random (train, validation) splits, one trial each.
         direction: ``"maximize"`` (e.g. accuracy) or ``"minimize"`` (e.g. loss).
+        task: ``"classification"`` or ``"regression"``: how the K models combine into an
+            ensemble (mean of softmax probabilities, or mean of outputs) in
+            ``study.ensemble``, ``export_ensemble`` and the scored outputs. Default: the
+            task a :class:`~optuna_mto.SupervisedTrainer` tells when ``optimize`` runs
+            (from its metric and loss); without either, an ensemble of models that return
+            one value per row averages them, and a wider one asks for ``combine``.
         validation_fraction: Share of the data in each split's validation set.
         seed: Seed of the splits and of every random transfer decision.
         splitter: ``"random"`` (each split drawn independently, as in the paper),
             ``"kfold"`` or ``"stratified"``.
-        transfer: The transfer manager; default :class:`~optuna_mto.transfer.GreedyTransfer`.
+        transfer: The transfer manager; default :class:`~optuna_mto.transfer.RescueTransfer`
+            (splits train independently unless one stalls or diverges clearly behind the
+            others; a study created with an older default keeps its stored manager).
         artifact_store: Where checkpoints live: ``"file"`` (default for SQLite: under
             ``storage/artifacts``), ``"database"`` (default otherwise: inside the study's
             own database, so many machines need only its URL) or any optuna
@@ -88,7 +99,7 @@ def create_study(
         raise ValueError(
             f"direction must be 'maximize' or 'minimize', but got direction={direction!r}."
         )
-    transfer = GreedyTransfer() if transfer is None else transfer
+    transfer = RescueTransfer() if transfer is None else transfer
     if not isinstance(transfer, BaseTransferManager):
         raise ValueError(
             "transfer must be an optuna_mto.transfer.BaseTransferManager instance, "
@@ -107,6 +118,7 @@ def create_study(
         max_retries=max_retries,
         selection_fraction=selection_fraction,
         max_preemptions=max_preemptions,
+        task=task,
     )
     study = optuna.create_study(
         study_name=study_name, storage=opened, direction=direction, load_if_exists=load_if_exists,
@@ -124,11 +136,14 @@ def create_study(
             study.set_metric_names(["cross_split_mean"])
     else:
         stored_direction = study.direction.name.lower()
-        config.check_same(
-            StudyConfig.from_dict(stored), study_name, direction=(stored_direction, direction)
-        )
+        stored_config = StudyConfig.from_dict(stored)
+        config.check_same(stored_config, study_name, direction=(stored_direction, direction))
+        config = dataclasses.replace(config, task=stored_config.task)  # an older one: None
     store = checkpoint_store(config.artifact_store, opened, artifact_store)
-    return MTOStudy(StudyRuntime(study, config, transfer, store, open_kwargs))
+    runtime = StudyRuntime(study, config, transfer, store, open_kwargs)
+    if task is not None and config.task is None:  # a study created without a task
+        settle_task(runtime, task, f"task={task!r}")
+    return MTOStudy(runtime)
 
 
 def load_study(

@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from optuna_mto import _ensemble, _execution
+from optuna_mto import _callbacks, _execution, _outputs
 from optuna_mto._config import check_objective_direction
 from optuna_mto._dataset import bind_dataset
 from optuna_mto._executors import run_processes, run_threads
+from optuna_mto._frameworks import refuse_untrainable_explorer
 from optuna_mto._handle import EvaluateFn
 from optuna_mto._interrupts import stop_on_signals
 from optuna_mto._lifecycle import split_statuses, work_left
 from optuna_mto._logging import get_logger
 from optuna_mto._main_guard import exit_if_worker_bootstrap
 from optuna_mto._monitor import StudyMonitor
+from optuna_mto._task import check_objective_task
 from optuna_mto._worker import Job, Worker
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ def run_optimize(
     targets = getattr(objective, "targets", None) if targets is None else targets
     evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
     check_objective_direction(objective, study.direction, study.study_name)
+    check_objective_task(objective, study._rt)
+    refuse_untrainable_explorer(objective, study.transfer)
     if study.transfer.enabled and evaluate is None:
         raise ValueError(
             "Transfer needs an evaluate function to score donors on each split's own "
@@ -71,12 +75,17 @@ def run_optimize(
             )
     if callable(getattr(objective, "check_inputs", None)):
         objective.check_inputs()  # e.g. one trial batch: shape errors once, no retries
+    epochs = getattr(objective, "epochs", None)  # SupervisedTrainer: steps known up front
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        study.transfer.warn_if_never_transfers(epochs)
     mode = _execution.resolve_executor(executor, n_jobs, objective, evaluate, dataset, *callbacks)
     devices = _execution.assign_devices(n_jobs, devices)
+    _callbacks.prepare_callbacks(callbacks, study.study)  # trackers: store checked, tables made
+    guarded, run = _callbacks.guard(callbacks)  # a callback's error never stops a split
     deadline = None if timeout is None else time.monotonic() + timeout
     job = Job(
         objective, evaluate, n_samples, targets, deadline,
-        callbacks=callbacks,
+        callbacks=guarded,
     )  # fmt: skip
     try:
         with StudyMonitor(study, progress=show_progress, publisher=_publisher(dashboard)):
@@ -95,10 +104,18 @@ def run_optimize(
         _logger.warning(
             "interrupted: %d split(s) will resume on the next run %s", len(resume), resume
         )
+        _callbacks.log_error(study.study, run)
         raise
-    if deadline is None:
-        study._raise_if_given_up(after_run=True)
-    _ensemble.score_outputs_after_optimize(study, objective, evaluate)
+    try:
+        if deadline is None:
+            study._raise_if_given_up(after_run=True)
+        _outputs.score_outputs_after_optimize(study, objective, evaluate)
+    except Exception:
+        _callbacks.log_error(study.study, run)  # not silently, even under another error
+        raise
+    failed = _callbacks.callbacks_error(study.study, run)
+    if failed is not None:
+        raise failed
 
 
 def _publisher(dashboard: bool) -> Callable[[MTOStudy, bool], None] | None:

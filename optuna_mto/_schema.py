@@ -20,6 +20,7 @@ __all__ = [
     "BEST_KEY",
     "BOARD_PREFIX_V1",
     "BOARD_TABLE",
+    "CALLBACK_FAILURES_PREFIX",
     "CONFIG_KEY",
     "CROSS_SCORES_ATTR",
     "CROSS_SCORES_KEY",
@@ -32,6 +33,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HPARAMS_ATTR_PREFIX",
     "HPARAMS_SOURCE_ATTR",
+    "LIGHTNING_LOOP_PREFIX",
     "LINEAGE_KEY",
     "OBJECTIVE_VALUE_ATTR",
     "OPTUNA_PARTS_KEY",
@@ -47,6 +49,7 @@ __all__ = [
     "SPLIT_KEY",
     "SPLIT_PARAM",
     "STEP_ATTR_PREFIXES",
+    "TASK_KEY",
     "TRAIN_EPOCHS_ATTR",
     "TRANSFER_ATTR_PREFIX",
     "artifacts_table",
@@ -71,6 +74,12 @@ DATASET_KEY = "mto:dataset"
 OPTUNA_PARTS_KEY = "mto:optuna_parts"
 #: Study system attribute: the final outputs (ensemble, soups) scored on held-out rows.
 OUTPUTS_KEY = "mto:outputs"
+#: Study system attribute: ``"classification"`` or ``"regression"``, when the config has
+#: no task (an older study, or none given): learnt from the objective or set later.
+TASK_KEY = "mto:task"
+#: Study system attribute prefix: failed calls of an ``optimize`` callback,
+#: ``mto:callback_failures:<run>:<trial_id>:<callback index>`` -> {callback, failed, error}.
+CALLBACK_FAILURES_PREFIX = "mto:callback_failures:"
 #: Study system attribute prefix of format 1's blackboard records (``mto:board:<split>``).
 BOARD_PREFIX_V1 = "mto:board:"
 
@@ -85,6 +94,9 @@ RETRIED_FROM_KEY = "mto:retried_from"
 FAILED_AT_START_KEY = "mto:failed_at_start"
 #: Optuna's own name for why a trial failed (also written by Optuna's heartbeat).
 FAIL_REASON_KEY = "fail_reason"
+#: Trial system attribute prefix, ``<prefix><step:06d>``: Lightning's fit-loop progress
+#: (epoch, global step, batch) at a report, which a resumed split's Trainer continues from.
+LIGHTNING_LOOP_PREFIX = "mto:lightning_loop:"
 #: ``{"fitness", "step", "checkpoint"}`` of the split's kept best weights.
 BEST_KEY = "mto:best"
 LINEAGE_KEY = "mto:lineage"

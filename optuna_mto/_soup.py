@@ -3,7 +3,7 @@
 A soup only works when the members share ancestry (one split's weights copied into the
 others by transfer): weight averages of independently initialised networks score near
 chance, so :func:`shared_ancestry` tells whether a set of lineages qualifies. These are
-pure functions of ``state_dict``s; ``optuna_mto._ensemble.build_soup`` applies them to a
+pure functions of ``state_dict``s; ``optuna_mto._outputs.build_soup`` applies them to a
 study's models.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import warnings
@@ -14,6 +15,7 @@ from optuna.storages import RDBStorage
 
 __all__ = [
     "DEFAULT_STORAGE_NAME",
+    "check_url",
     "default_home",
     "default_storage_url",
     "get_engine",
@@ -24,6 +26,20 @@ __all__ = [
 ]
 
 _SQLITE_TIMEOUT_S = 60
+#: SQLAlchemy's drivers of the usual databases (to name the one a misspelt URL meant).
+_DRIVERS = {
+    "postgresql": ("psycopg", "psycopg2", "pg8000", "asyncpg", "psycopg2cffi"),
+    "sqlite": ("pysqlite", "aiosqlite", "pysqlcipher"),
+    "mysql": ("pymysql", "mysqldb", "mysqlconnector", "asyncmy", "aiomysql"),
+    "mariadb": ("pymysql", "mysqldb", "mysqlconnector", "mariadbconnector"),
+}
+_POSTGRES_HINT = 'postgresql+psycopg://user@host/db, with pip install "optuna-mto[postgres]"'
+#: How to install a driver module that is missing (default: ``pip install <module>``).
+_INSTALL = {
+    "psycopg": 'pip install "optuna-mto[postgres]"',
+    "psycopg2": f"pip install psycopg2-binary, or use {_POSTGRES_HINT}",
+    "MySQLdb": "pip install mysqlclient, or use mysql+pymysql://... with pip install pymysql",
+}
 
 
 def default_home() -> Path:
@@ -67,6 +83,62 @@ def mask_url(url: str) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
+def check_url(storage: str) -> None:
+    """Check a database URL's dialect and driver without connecting to anything.
+
+    Raises:
+        ValueError: For a URL SQLAlchemy cannot read, an unknown database or driver
+            (naming the likely intended one) or a driver that is not installed (naming
+            what to install): none of these is fixed by starting a database server.
+    """
+    masked = mask_url(storage)
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError:
+        raise ValueError(
+            f"storage={masked!r} is not a database URL: write dialect+driver://user@host:port"
+            f"/database, e.g. {_POSTGRES_HINT}, or sqlite:///storage/study.db."
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    try:
+        dialect = url.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        if not driver or not _known_database(backend):
+            close = difflib.get_close_matches(backend, list(_DRIVERS), n=1)
+            guess = f": did you mean {close[0]}://...?" if close else "."
+            raise ValueError(
+                f"Unknown database {backend!r} in storage {masked}{guess} For PostgreSQL use "
+                f"{_POSTGRES_HINT}; for a local file, sqlite:///storage/study.db."
+            ) from None
+        known = _DRIVERS.get(backend, ())
+        close = difflib.get_close_matches(driver, known, n=1)
+        guess = f"did you mean {backend}+{close[0]}://...? " if close else ""
+        drivers = ", ".join(known) or "in its dialect documentation"
+        extra = ' (pip install "optuna-mto[postgres]")' if backend == "postgresql" else ""
+        raise ValueError(
+            f"Unknown {backend} driver {driver!r} in storage {masked}: {guess}SQLAlchemy's "
+            f"{backend} drivers: {drivers}{extra}."
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        module = (err.name or dialect.driver).partition(".")[0]
+        install = _INSTALL.get(module, f"pip install {module}")
+        raise ValueError(
+            f"The {backend} driver {module} that storage {masked} asks for is not installed: "
+            f"{install}."
+        ) from None
+
+
+def _known_database(backend: str) -> bool:
+    """True if SQLAlchemy has a dialect named ``backend`` (e.g. ``"postgresql"``)."""
+    try:
+        sqlalchemy.engine.make_url(f"{backend}://").get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError):
+        return False
+    return True
+
+
 def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_TIMEOUT_S * 1000}")
@@ -104,8 +176,9 @@ def open_storage(
 
     Raises:
         ValueError: For a storage that is not a database (optuna-mto shares weights
-            and claims splits through SQL tables), a URL that cannot be opened, or
-            (with ``create=False``) a SQLite file that does not exist.
+            and claims splits through SQL tables), a misspelt or uninstalled driver (see
+            :func:`check_url`), a URL that cannot be opened, or (with ``create=False``)
+            a SQLite file that does not exist.
     """
     if isinstance(storage, optuna.storages.BaseStorage):
         backend = getattr(storage, "_backend", storage)
@@ -120,6 +193,7 @@ def open_storage(
             f"storage must be a database URL or an RDBStorage, but got storage={storage!r}. "
             "Example: 'sqlite:///storage/study.db' or 'postgresql+psycopg://user@host/db'."
         )
+    check_url(storage)  # a misspelt or missing driver is not a server that is down
     engine_kwargs: dict[str, Any] = {}
     is_sqlite = storage.startswith("sqlite")
     if is_sqlite:

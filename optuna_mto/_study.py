@@ -11,10 +11,11 @@ import numpy as np
 import optuna
 import torch
 
-from optuna_mto import _ensemble
+from optuna_mto import _outputs
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._claims import ClaimTable
 from optuna_mto._dataset import dataset_info
+from optuna_mto._ensemble import Ensemble
 from optuna_mto._events import TransferEvent
 from optuna_mto._handle import EvaluateFn
 from optuna_mto._lifecycle import given_up_error, split_statuses, work_left
@@ -151,6 +152,8 @@ class MTOStudy:
                 (with the :class:`SplitTrial` and its :class:`ReportResult`), e.g. to
                 stream curves to a tracker (``optuna_mto.integration.MLflowCallback``,
                 ``TensorBoardCallback``). Process workers get a pickled copy of each.
+                ``prepare(study)``, if it has one, runs once here before any split
+                starts; a callback's error is logged and never stops a split.
 
         A split whose code raises is retried in the same call while ``max_retries``
         allows; one whose worker is lost (a worker process killed, a heartbeat gone
@@ -164,6 +167,8 @@ class MTOStudy:
                 the split is rerun with a higher budget).
             KeyboardInterrupt: After Ctrl-C or SIGTERM, once every split has stopped;
                 one line says how many splits will resume on the next run.
+            CallbackError: When a callback's ``prepare`` fails (no split started), or
+                at the end, naming each callback whose calls failed and how often.
         """
         run_optimize(
             self, objective, dataset=dataset, targets=targets, evaluate=evaluate, n_jobs=n_jobs,
@@ -242,7 +247,7 @@ class MTOStudy:
         (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
         state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
-        return self._export(state, path, register)
+        return _outputs.write_file(self, state, path, register)
 
     def export_ensemble(
         self,
@@ -254,42 +259,31 @@ class MTOStudy:
     ) -> Path:
         """Write the ``state_dict`` of the finished splits' ensemble to ``path`` (atomically).
 
-        No model is needed to write it. Load it with
-        ``Ensemble.load(path, make_model, n_members=K)``, which reads it with
-        ``weights_only=True``. Refuses an incomplete study unless ``splits`` or
+        No model is needed to write it. The file records its members (their count and
+        splits; pruned or failed splits are left out, with a warning naming them) and
+        the combine rule of the study's task: ``Ensemble.load(path, make_model)`` reads
+        it with ``weights_only=True``. Refuses an incomplete study unless ``splits`` or
         ``allow_incomplete=True`` is given; ``register`` as in :meth:`export_best_model`.
         """
-        state, _ = _ensemble.ensemble_state_dict(self, splits, allow_incomplete=allow_incomplete)
-        return self._export(state, path, register)
+        return _outputs.export_ensemble(
+            self, path, splits, allow_incomplete=allow_incomplete, register=register
+        )[0]
 
-    def _export(
-        self, state: dict[str, torch.Tensor], path: str | os.PathLike[str], register: bool
-    ) -> Path:
-        path = _ensemble.save_state_dict(state, path)
-        if register:  # finished trials are read-only: the export belongs to the study
-            retry_transient(
-                optuna.artifacts.upload_artifact,
-                artifact_store=self._rt.store.artifact_store, file_path=str(path),
-                study_or_trial=self.study,
-            )  # fmt: skip
-        return path
-
-    def ensemble(
-        self, model_fn: Callable[[], torch.nn.Module], **kwargs: Any
-    ) -> _ensemble.Ensemble:
-        """Return one module averaging the finished splits' models (see ``_ensemble``).
+    def ensemble(self, model_fn: Callable[[], torch.nn.Module], **kwargs: Any) -> Ensemble:
+        """Return one module combining the finished splits' models (see ``_outputs``).
 
         Args:
             model_fn: Builds one (plain) model of the splits' architecture.
-            **kwargs: ``splits`` (default: all finished), ``combine`` (``"softmax"`` for
-                classifiers, ``"mean"`` for regression), ``map_location``.
+            **kwargs: ``splits`` (default: all finished), ``combine`` (default: by the
+                study's task, ``"softmax"`` for classifiers, ``"mean"`` for regression;
+                ``"auto"`` when unknown), ``map_location``.
         """
-        return _ensemble.build_ensemble(self, model_fn, **kwargs)
+        return _outputs.build_ensemble(self, model_fn, **kwargs)
 
     def soup(
         self, model_fn: Callable[[], torch.nn.Module], method: str = "greedy", **kwargs: Any
     ) -> tuple[torch.nn.Module, list[int], float]:
-        """Average the splits' weights: ``"uniform"`` or ``"greedy"`` soup (see ``_ensemble``).
+        """Average the splits' weights: ``"uniform"`` or ``"greedy"`` soup (see ``_outputs``).
 
         Refused (ValueError) when the members share no ancestry. Returns the model, the
         splits in it and its score (the greedy soup is scored on the selection rows).
@@ -303,7 +297,7 @@ class MTOStudy:
         if "indices" not in kwargs:
             info = dataset_info(self._rt)
             kwargs["indices"] = None if info is None else self.selection_indices(info["n_samples"])
-        return _ensemble.build_soup(self, model_fn, method, **kwargs)
+        return _outputs.build_soup(self, model_fn, method, **kwargs)
 
     def records(self) -> dict[int, SplitRecord]:
         """Return the latest published record of each split (the blackboard)."""

@@ -13,7 +13,13 @@ from torch import nn
 
 from optuna_mto._hparams import call_with_trial, takes_trial
 from optuna_mto._schema import EXPLORER_EPOCHS_ATTR, TRAIN_EPOCHS_ATTR
-from optuna_mto._trainer_checks import as_targets, check_first_batch, check_targets, label_targets
+from optuna_mto._trainer_checks import (
+    as_targets,
+    check_first_batch,
+    check_targets,
+    label_targets,
+    task_of,
+)
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_choice, check_int
 
@@ -126,6 +132,15 @@ class SupervisedTrainer:
     def direction(self) -> str:
         """The study direction the metric needs."""
         return _METRICS[self.metric]
+
+    @property
+    def task(self) -> str | None:
+        """``"classification"`` or ``"regression"`` (from metric and loss; None if unsaid).
+
+        ``optimize`` stores it in a study created without ``task``: it sets how the
+        study's ensemble combines the models.
+        """
+        return task_of(self.metric, self.loss_fn)
 
     @property
     def targets(self) -> np.ndarray | None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["as_targets", "check_first_batch", "check_targets", "label_targets"]
+__all__ = ["as_targets", "check_first_batch", "check_targets", "label_targets", "task_of"]
 
 #: Losses that take class indices (CrossEntropyLoss also takes class probabilities).
 _CLASS_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MultiMarginLoss)
@@ -81,6 +81,20 @@ def check_targets(y: torch.Tensor, metric: str, loss_fn: nn.Module) -> None:
             f"{_loss_name(loss_fn)} needs float targets, but y has dtype {y.dtype}: pass "
             "y.float() (or, for class labels, metric='accuracy' with nn.CrossEntropyLoss())."
         )
+
+
+def task_of(metric: str, loss_fn: nn.Module) -> str | None:
+    """The task a metric and loss imply, or None when they do not tell.
+
+    ``metric="accuracy"`` and the classification losses (cross-entropy, NLL,
+    multi-margin) mean ``"classification"``; MSE, L1, smooth L1 and Huber mean
+    ``"regression"``. Other losses (``BCEWithLogitsLoss``, custom ones) say nothing.
+    """
+    if metric == "accuracy" or isinstance(loss_fn, _CLASS_LOSSES):
+        return "classification"
+    if isinstance(loss_fn, _REGRESSION_LOSSES):
+        return "regression"
+    return None
 
 
 def _check_class_indices(y: torch.Tensor, needed_by: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 import torch
 
+from optuna_mto._arch import check_architecture
 from optuna_mto._board import SplitRecord
 from optuna_mto._events import ReportResult
 from optuna_mto._finish import finish_pruned, finish_split
@@ -21,6 +22,7 @@ from optuna_mto._resume import resume
 from optuna_mto._retry import retry_transient
 from optuna_mto._schema import CURRENT_HPARAMS_ATTR, HPARAMS_SOURCE_ATTR
 from optuna_mto._suggest import OptunaTrialMethods
+from optuna_mto._validation import check_finite_score
 from optuna_mto.transfer import Explorer
 from optuna_mto.transfer._adaptive import relations_of
 
@@ -76,6 +78,7 @@ class SplitTrial(OptunaTrialMethods):
         )
         self._last_step: int | None = None
         self._reports = 0  # reports made by this run (a resumed split starts again at 0)
+        self._transfer_steps = 0  # reports of this run with a model at a transfer step
         self.selection_score: float | None = None
         self._report_hooks = [h for h in report_hooks if hasattr(h, "on_report")]
 
@@ -173,8 +176,14 @@ class SplitTrial(OptunaTrialMethods):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model: torch.nn.Module, indices: np.ndarray | None = None) -> float:
-        """Score ``model`` with the study's evaluate function (default: own validation set)."""
-        return self._handle.evaluate(model, indices)
+        """Score ``model`` with the study's evaluate function (default: own validation set).
+
+        Raises:
+            NonFiniteScoreError: If the score is NaN or infinite (training diverged).
+        """
+        score, last = self._handle.evaluate(model, indices), self._last_step
+        when = "before the first report" if last is None else f"after step {last}"
+        return check_finite_score(score, self.split, f"the score evaluate returned {when}")
 
     # ------------------------------------------------------------------ resume
     def restore(
@@ -230,6 +239,9 @@ class SplitTrial(OptunaTrialMethods):
         Returns:
             What happened at this step; :attr:`ReportResult.accepted` tells whether the
             model's weights (and optimizer state) were replaced by a donor's.
+
+        Raises:
+            NonFiniteScoreError: If ``value`` is NaN or infinite (training diverged).
         """
         if self._shared.stop.is_set():
             raise KeyboardInterrupt("optimize() was interrupted; this split resumes next time")
@@ -237,6 +249,7 @@ class SplitTrial(OptunaTrialMethods):
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be an integer >= 0, but got step={step!r}.")
         step = int(step)
+        check_finite_score(value, self.split, f"the value reported at step {step}")
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(
                 f"step must increase from one report to the next, but got step={step} after "
@@ -244,6 +257,9 @@ class SplitTrial(OptunaTrialMethods):
             )
         if model is not None:
             self._bind(model, optimizer, scheduler)
+            if self._ledger.arch is None:  # this run's first model: same layers as the others?
+                self._ledger.arch = check_architecture(self._shared, self.split, model)
+            self._transfer_steps += self._shared.manager.should_transfer(step)
         self._last_step = step
         self._reports += 1
         result = report_step(self._shared, self._handle, self._ledger, self._trial, value, step,
@@ -261,12 +277,23 @@ class SplitTrial(OptunaTrialMethods):
         weights have trained on (counting inherited weights), and their score on the
         held-out selection set when the study has one.
 
+        Warns (UserWarning) if the study transfers but no report of the split was at a
+        transfer step (its ``warmup`` lies beyond the split's last step), unless the split
+        declared its steps (:meth:`set_total_steps`): ``optimize`` checks a
+        :class:`~optuna_mto.SupervisedTrainer`'s epochs before any split starts.
+
         Returns:
             The K cross-split scores, or None if no model or evaluate function exists.
         """
         scores, self.selection_score = finish_split(
             self._shared, self._handle, self._ledger, self._trial
         )
+        ledger, last = self._ledger, self._last_step
+        if self._transfer_steps or ledger.arch is None or last is None:
+            return scores  # it reached a transfer step, or reported no model
+        fresh = ledger.resumed_at is None and ledger.total_steps is None
+        if fresh and self._shared.evaluate is not None:
+            self._shared.manager.warn_if_never_transfers(last + 1)
         return scores
 
     def finish_pruned(self) -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["check_choice", "check_int", "check_name", "check_number", "is_int"]
+from optuna_mto._errors import NonFiniteScoreError
+
+__all__ = [
+    "check_choice",
+    "check_finite_score",
+    "check_int",
+    "check_name",
+    "check_number",
+    "is_int",
+]
 
 
 def is_int(value: Any, *, numpy: bool = False) -> bool:
@@ -81,3 +91,21 @@ def check_name(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is a non-empty string."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, but got {name}={value!r}.")
+
+
+def check_finite_score(value: float, split: int, what: str) -> float:
+    """Return ``value`` if it is a finite number; else raise :class:`NonFiniteScoreError`.
+
+    Args:
+        value: A score of the split's model.
+        split: The split's index.
+        what: Where the value comes from, with its step (``"the value reported at step 3"``).
+    """
+    if math.isfinite(value):
+        return value
+    raise NonFiniteScoreError(
+        f"Split {split}: {what} is {value}, not a finite number. A NaN or infinite score "
+        "usually means training diverged (a NaN loss): lower the learning rate, or clip the "
+        "gradients (torch.nn.utils.clip_grad_norm_). This counts as an error of the split "
+        "(max_retries), not as a lost worker."
+    )

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_mto import _execution
 from optuna_mto._claims import SplitClaim, utc_now
 from optuna_mto._exclusive import earlier_attempt_lives, give_up_if_superseded
+from optuna_mto._finish import final_value
 from optuna_mto._handle import EvaluateFn, Shared
 from optuna_mto._hparams import retried_params
 from optuna_mto._lifecycle import work_left
@@ -220,6 +221,15 @@ class Worker:
                 _logger.info("Trial %d (split %d) pruned: %s", trial.number, split, err)
                 self._callbacks(trial_id)
                 return
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Failed by another worker: this one's heartbeat was stale (it could not
+                # reach the storage). The split is that worker's now; give it up.
+                _logger.warning(
+                    "Split %d (trial %d) was taken over by another worker: this worker's "
+                    "heartbeat went stale (it could not reach the storage). Giving it up.",
+                    split, trial.number,
+                )  # fmt: skip
+                return
             except BaseException as err:
                 reason = f"{type(err).__name__}: {err}"
                 retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
@@ -247,8 +257,8 @@ class Worker:
                     _logger.warning(
                         "Trial %d (split %d) failed before its first report: %s. Not retried "
                         "in this optimize call (an error at the start recurs on every retry); "
-                        "fix it and run optimize again.", trial.number, split, reason,
-                        exc_info=err,
+                        "fix it and run optimize again.", trial.number, split,
+                        reason.rstrip("."), exc_info=err,
                     )  # fmt: skip
                 else:
                     _logger.error(
@@ -259,17 +269,8 @@ class Worker:
         seconds = time.monotonic() - started
         if returned is not None:
             retry_transient(trial.set_user_attr, OBJECTIVE_VALUE_ATTR, float(returned))
-        if split_trial.selection_score is not None:
-            value = split_trial.selection_score  # the honest, held-out estimate
-        elif scores:
-            value = float(np.mean(scores))
-        elif returned is not None:
-            value = float(returned)
-        else:
-            reason = (
-                "ValueError: the objective returned None and reported no model: return a "
-                "value or call trial.report(value, step, model=model) with an evaluate function"
-            )
+        value, reason = final_value(split, scores, split_trial.selection_score, returned)
+        if value is None:
             retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
             retry_transient(self.study.claims.mark_errored, split, attempt)
             self._tell(trial, state=TrialState.FAIL)

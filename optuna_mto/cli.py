@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna_mto._errors import MTOError
+from optuna_mto._extras import MissingExtraError, require
 from optuna_mto._optuna_internals import storage_of
 
 __all__ = ["STORAGE_ENV", "load_attr", "main"]
@@ -85,7 +86,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     dataset = load_attr(args.dataset) if args.dataset else None
     evaluate = load_attr(args.evaluate) if args.evaluate else None
     study = _open(args)
-    devices = [args.device] if args.device else None
+    if args.device == "auto":  # the GPU the scheduler's LOCAL_RANK, SLURM_LOCALID... name
+        from optuna_mto._device_env import auto_devices
+
+        devices = auto_devices(args.n_jobs)
+    else:
+        devices = [args.device] if args.device else None
     study.optimize(
         objective,
         dataset=dataset,
@@ -114,10 +120,13 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     study = _open(args)
     if args.ensemble:
-        path = study.export_ensemble(args.output)
-        k = len(study.summary().ranking)
-        print(f"exported the ensemble of {k} splits to {path}; load it with "
-              f"optuna_mto.Ensemble.load({str(path)!r}, make_model, n_members={k})")  # fmt: skip
+        from optuna_mto._outputs import export_ensemble
+
+        path, info, left_out = export_ensemble(study, args.output)
+        out = ", ".join(f"split {k} ({why})" for k, why in left_out.items())
+        print(f"exported the ensemble of {info['n_members']} splits {info['splits']} "
+              f"(combine={info['combine']!r}{'; left out: ' + out if out else ''}) to {path}; "
+              f"load it with optuna_mto.Ensemble.load({str(path)!r}, make_model)")  # fmt: skip
         return 0
     path = study.export_best_model(args.output, split=args.split)
     split = study.summary().best_split if args.split is None else args.split
@@ -156,8 +165,7 @@ def _cell(value: Any) -> str:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    import optuna_dashboard
-
+    optuna_dashboard = require("optuna_dashboard", "serving optuna-dashboard")
     study = _open(args)
     from optuna_mto.visualization import refresh_dashboard
 
@@ -208,7 +216,10 @@ def _parser() -> argparse.ArgumentParser:
                         "SupervisedTrainer instance)")  # fmt: skip
     worker.add_argument("--dataset", help="module:attr of the dataset, if the objective has none")
     worker.add_argument("--evaluate", help="module:attr of evaluate(model, indices)")
-    worker.add_argument("--device", help="device for this worker, e.g. cuda:0 (default: auto)")
+    worker.add_argument("--device", help="device for this worker: cuda:0, cpu, ... or auto, "
+                        "the GPU that LOCAL_RANK (torchrun), SLURM_LOCALID (SLURM) or "
+                        "JOB_COMPLETION_INDEX (Kubernetes Indexed Job) names (default: job i "
+                        "of --n-jobs on cuda:{i %% G}, else cpu)")  # fmt: skip
     worker.add_argument("--n-jobs", type=int, default=1, help="splits at once in this worker")
     worker.add_argument("--timeout", type=float, default=None,
                         help="claim no new split after this many seconds")  # fmt: skip
@@ -260,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except (ValueError, KeyError, MTOError) as err:
+    except (ValueError, KeyError, MTOError, MissingExtraError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"optuna-mto {args.command}: error: {message}", file=sys.stderr)
         return 2

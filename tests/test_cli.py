@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 import optuna_mto
 from optuna_mto._storage import open_storage
+from optuna_mto.transfer import GreedyTransfer
 
 TESTS = Path(__file__).parent
 
@@ -61,7 +62,9 @@ def finished(tmp_path_factory):
         x = torch.tensor(data.data / 16.0, dtype=torch.float32)
         y = torch.tensor(data.target)
         url = f"sqlite:///{home / 'cli.db'}"
-        study = optuna_mto.create_study(study_name="cli", storage=url, n_splits=3)
+        study = optuna_mto.create_study(  # copies at every step: the log has transfers
+            study_name="cli", storage=url, n_splits=3, transfer=GreedyTransfer()
+        )
         study.optimize(digits_trainer(x, y, epochs=3))
         yield study, url, home
     finally:
@@ -109,8 +112,10 @@ def test_export_ensemble_writes_all_k_models(finished, tmp_path, monkeypatch):
     target = tmp_path / "ens.pt"
     cmd = ("export", "--storage", url, "--study", "cli", "-o", str(target), "--ensemble")
     out = _cli(*cmd).stdout
-    assert "ensemble of 3 splits" in out and "n_members=3" in out
-    ens = optuna_mto.Ensemble.load(target, tiny_mlp, n_members=3)
+    ranking = study.summary().ranking
+    assert f"exported the ensemble of 3 splits {ranking} (combine='softmax') to {target}" in out
+    assert f"Ensemble.load({str(target)!r}, make_model)" in out  # the file knows its count
+    ens = optuna_mto.Ensemble.load(target, tiny_mlp)
     x = torch.rand(4, 64)
     with torch.no_grad():
         assert torch.equal(ens.eval()(x), study.ensemble(tiny_mlp)(x))

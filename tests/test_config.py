@@ -124,6 +124,7 @@ def test_to_dict_is_json_and_holds_every_field() -> None:
         artifact_store={"kind": "database"},
         max_retries=1,
         selection_fraction=0.1,
+        task="regression",
     )
     data = config.to_dict()
     assert data == {
@@ -136,6 +137,7 @@ def test_to_dict_is_json_and_holds_every_field() -> None:
         "max_retries": 1,
         "selection_fraction": 0.1,
         "max_preemptions": 20,
+        "task": "regression",
     }
     assert json.loads(json.dumps(data)) == data
 
@@ -215,3 +217,13 @@ def test_check_same_compares_in_stored_json_form():
 def test_selection_fraction_is_validated(bad) -> None:
     with pytest.raises(ValueError, match=r"selection_fraction must be a float in \[0, 0.5\]"):
         StudyConfig(selection_fraction=bad)
+
+
+def test_task_is_validated_and_a_task_left_out_is_no_conflict() -> None:
+    with pytest.raises(ValueError, match="task must be one of .* but got task='classify'"):
+        StudyConfig(task="classify")
+    stored = StudyConfig(task="regression")
+    StudyConfig().check_same(stored, "s")  # left out when opening: the stored one holds
+    StudyConfig(task="regression").check_same(StudyConfig(), "s")  # an older study: none
+    with pytest.raises(ConfigConflictError, match="task: stored 'regression', given 'classif"):
+        StudyConfig(task="classification").check_same(stored, "s")

@@ -86,8 +86,12 @@ def test_export_ensemble_writes_what_the_ensemble_computes(independent_study, di
     x = digits[0][:50]
     path = study.export_ensemble(tmp_path / "out" / "ens.pt")
     state = torch.load(path, weights_only=True)
+    info = state.pop("_extra_state")
+    ranking = study.summary().ranking
+    assert info == {"version": 1, "n_members": 3, "splits": ranking, "combine": "softmax"}
     assert sorted({k.split(".")[1] for k in state}) == ["0", "1", "2"]
     loaded = optuna_mto.Ensemble.load(path, tiny_mlp, n_members=3).eval()
+    assert loaded.splits == ranking and loaded.combine == "softmax"
     with torch.no_grad():
         assert torch.equal(loaded(x), study.ensemble(tiny_mlp)(x))
     # best-ranked split first, as study.ensemble orders them
@@ -125,3 +129,62 @@ def test_greedy_soup_without_held_out_rows_is_refused(independent_study):
         study.soup(tiny_mlp, "best")
     with pytest.raises(ValueError, match=r"Split\(s\) \[7\] .* have not finished"):
         study.ensemble(tiny_mlp, splits=[7])
+
+
+def test_members_with_one_output_never_make_a_constant_ensemble():
+    torch.manual_seed(0)
+    members = [nn.Linear(3, 1) for _ in range(3)]
+    x = torch.randn(6, 3)
+    # The softmax of one value is 1: "softmax" would predict 0.0 for every row.
+    with pytest.raises(
+        ValueError, match=r"combine='softmax' needs one score per class.*shape \(6, 1\).*'mean'"
+    ):
+        optuna_mto.Ensemble(members)(x)
+    mean = torch.stack([m(x) for m in members]).mean(0)
+    assert torch.allclose(optuna_mto.Ensemble(members, combine="mean")(x), mean)
+    assert torch.allclose(optuna_mto.Ensemble(members, combine="auto")(x), mean)
+    with pytest.raises(ValueError, match=r"return 10 values per row .* combine='softmax' .*'mean'"):
+        optuna_mto.Ensemble([tiny_mlp()], combine="auto")(torch.randn(2, 64))
+
+
+def test_the_file_records_members_splits_and_combine_and_load_checks_the_count(tmp_path):
+    torch.manual_seed(0)
+    ens = optuna_mto.Ensemble([tiny_mlp() for _ in range(2)], combine="mean", splits=[3, 1])
+    path = ens.save(tmp_path / "e.pt")
+    loaded = optuna_mto.Ensemble.load(path, tiny_mlp)  # no count needed
+    assert (len(loaded.members), loaded.splits, loaded.combine) == (2, [3, 1], "mean")
+    x = torch.randn(4, 64)
+    assert torch.equal(loaded(x), ens(x))
+    with pytest.raises(
+        ValueError,
+        match=r"holds an ensemble of 2 members, but n_members=4 was given: pass "
+        r"n_members=2, or leave it out",
+    ):
+        optuna_mto.Ensemble.load(path, tiny_mlp, n_members=4)
+    with pytest.raises(ValueError, match="holds an ensemble of 2 members, but this Ensemble has 4"):
+        optuna_mto.Ensemble([tiny_mlp() for _ in range(4)]).load_state_dict(
+            torch.load(path, weights_only=True)
+        )
+    plain = optuna_mto.Ensemble([tiny_mlp() for _ in range(2)])  # the README's way
+    plain.load_state_dict(torch.load(path, weights_only=True))
+    assert plain.combine == "mean" and plain.splits == [3, 1]
+    assert optuna_mto.Ensemble.load(path, tiny_mlp, combine="auto").combine == "auto"
+    with pytest.raises(ValueError, match="splits=.* names 1 split.* for 2 members"):
+        optuna_mto.Ensemble([tiny_mlp(), tiny_mlp()], splits=[0])
+
+
+def test_a_file_of_an_older_version_without_the_count_still_loads(tmp_path):
+    torch.manual_seed(0)
+    members = [tiny_mlp() for _ in range(3)]
+    flat = {f"members.{i}.{k}": v for i, m in enumerate(members) for k, v in m.state_dict().items()}
+    torch.save(flat, tmp_path / "old.pt")
+    x = torch.randn(4, 64)
+    expected = optuna_mto.Ensemble(members)(x)
+    for kwargs in ({"n_members": 3}, {}):  # the count is in its keys
+        loaded = optuna_mto.Ensemble.load(tmp_path / "old.pt", tiny_mlp, **kwargs)
+        assert torch.equal(loaded(x), expected) and loaded.splits is None
+    with pytest.raises(ValueError, match="holds an ensemble of 3 members, but n_members=4"):
+        optuna_mto.Ensemble.load(tmp_path / "old.pt", tiny_mlp, n_members=4)
+    torch.save(tiny_mlp().state_dict(), tmp_path / "single.pt")
+    with pytest.raises(ValueError, match="holds no ensemble .* model.load_state_dict"):
+        optuna_mto.Ensemble.load(tmp_path / "single.pt", tiny_mlp)

@@ -58,3 +58,17 @@ def test_import_does_not_load_plotting_vision_or_lightning():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.smoke
+def test_the_package_namespace_holds_the_public_names_only():
+    code = (
+        "import optuna_mto\n"
+        "print(dir(optuna_mto) == sorted(optuna_mto.__all__), 'annotations' in vars(optuna_mto))\n"
+        "import optuna_mto.integration\n"
+        "print(sorted(set(dir(optuna_mto)) - set(optuna_mto.__all__)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split("\n")[:2] == ["True False", "['integration']"], out.stdout

@@ -319,3 +319,41 @@ def test_a_full_disk_gives_a_clear_error_and_no_corrupt_checkpoint(tmp_path, stu
             assert store.load(ref)["model"]
     finally:
         subprocess.run(["umount", str(artifacts)], check=False)
+
+
+class _TakenOverOnce:
+    """A trainer whose split 0 finds its trial failed by another worker after one report.
+
+    What ``fail_stale_trials`` does to a worker whose heartbeat went stale (it could not
+    reach the storage) while it still trains.
+    """
+
+    def __init__(self, trainer: optuna_mto.SupervisedTrainer) -> None:
+        self.trainer = trainer
+        self.dataset, self.evaluate = trainer.dataset, trainer.evaluate
+
+    def __call__(self, trial: optuna_mto.SplitTrial) -> None:
+        if trial.split == 0 and trial.attempt == 0:
+            report = trial.report
+
+            def report_then_lose(value, step, **kwargs):
+                result = report(value, step, **kwargs)
+                optuna_trial = trial.optuna_trial
+                optuna_trial.study._storage.set_trial_state_values(
+                    optuna_trial._trial_id, TrialState.FAIL
+                )
+                return result
+
+            trial.report = report_then_lose
+        self.trainer(trial)
+
+
+def test_a_worker_whose_trial_was_taken_over_gives_it_up(digits, storage_url, study_name):
+    """Its next write fails; that is neither an error of the user's code nor a crash."""
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=storage_url, n_splits=2, max_retries=0
+    )
+    study.optimize(_TakenOverOnce(digits_trainer(*digits, epochs=2)))
+    statuses = split_statuses(study._rt)
+    assert [s.state for s in statuses] == ["complete", "complete"]
+    assert statuses[0].errors == 0 and statuses[0].preemptions == 1

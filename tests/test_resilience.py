@@ -183,8 +183,9 @@ def test_mismatched_model_error_names_the_first_tensor(study_name, digits):
 
     with pytest.raises(
         optuna_mto.SplitsGivenUpError,
-        match=r"ValueError: Tensor '0.weight' has shape \(16, 64\) in the donor",
-    ):
+        match=r"ArchitectureMismatchError: Split 1's model differs from that of split 0 .*"
+        r"tensor '0.weight' has shape \(20, 64\) here but \(16, 64\) in split 0",
+    ):  # at split 1's first report, not at its first transfer
         study.optimize(objective, dataset=(x, y), evaluate=lambda m, i: 0.9)
 
 

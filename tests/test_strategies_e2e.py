@@ -58,7 +58,7 @@ def test_amto_learns_which_donor_helps(study_name, digits):
 def test_amto_with_the_trainer_counts_explorer_compute(study_name, digits):
     x, y = digits
     study = optuna_mto.create_study(
-        study_name=study_name, n_splits=2, transfer=AdaptiveTransfer(interval=2)
+        study_name=study_name, n_splits=2, transfer=AdaptiveTransfer(interval=2, warmup=1)
     )
     study.optimize(digits_trainer(x, y, epochs=5))
     trials = {t.params["split"]: t for t in study.study.get_trials()}

@@ -149,3 +149,24 @@ def test_a_dataset_object_is_checked_on_its_first_batch(digits):
     trainer = optuna_mto.SupervisedTrainer(tiny_mlp, data)
     with pytest.raises(ValueError, match="metric='accuracy' needs class indices"):
         trainer.check_inputs()
+
+
+@pytest.mark.parametrize(
+    ("metric", "loss_fn", "task"),
+    [
+        ("accuracy", None, "classification"),
+        ("loss", nn.CrossEntropyLoss(), "classification"),
+        ("loss", nn.NLLLoss(), "classification"),
+        ("loss", nn.MSELoss(), "regression"),
+        ("loss", nn.HuberLoss(), "regression"),
+        ("loss", nn.BCEWithLogitsLoss(), None),  # one logit or many labels: not said
+    ],
+)
+def test_the_trainer_tells_its_task_from_metric_and_loss(metric, loss_fn, task):
+    y = torch.zeros(8) if isinstance(loss_fn, (nn.MSELoss, nn.HuberLoss)) else torch.zeros(8).long()
+    if isinstance(loss_fn, nn.BCEWithLogitsLoss):
+        y = torch.zeros(8, 1)
+    trainer = optuna_mto.SupervisedTrainer(
+        tiny_mlp, (torch.zeros(8, 64), y), metric=metric, loss_fn=loss_fn
+    )
+    assert trainer.task == task

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy
 import torch
-from _models import tiny_mlp
+from _models import digits_trainer, tiny_mlp
+from optuna.trial import TrialState
 
 import optuna_mto
+from optuna_mto._lifecycle import split_statuses
 from optuna_mto._storage import get_engine
 from optuna_mto.transfer import GreedyTransfer, NoTransfer
 
@@ -177,3 +179,83 @@ def test_a_compiled_split_and_a_plain_split_exchange_weights(study_name, digits)
     compiled = study.load_best_model(torch.compile(tiny_mlp(), backend="eager"), split=0)
     for name, tensor in plain.state_dict().items():
         assert torch.equal(compiled.state_dict()[f"_orig_mod.{name}"], tensor)
+
+
+# ----------------------------------------------------------------- non-finite scores
+
+
+def sgd_diverges(params) -> torch.optim.Optimizer:
+    """A learning rate so high that the digits MLP's loss is NaN after one epoch."""
+    return torch.optim.SGD(params, lr=1e12)
+
+
+def _assert_errors_not_lost_workers(study, errors: int, word: str) -> None:
+    """Every split: ``errors`` errors, no lost worker, every FAIL trial says why."""
+    statuses = split_statuses(study._rt)
+    assert [(s.errors, s.preemptions) for s in statuses] == [(errors, 0)] * study.n_splits
+    failed = [t for t in study.study.get_trials() if t.state == TrialState.FAIL]
+    assert len(failed) == errors * study.n_splits  # no retry loop: each error is one trial
+    assert all(t.system_attrs["fail_reason"].startswith("NonFiniteScoreError: Split ")
+               and f" is {word}, not a finite number" in t.system_attrs["fail_reason"]
+               for t in failed)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "executor", ["inline", "thread", pytest.param("process", marks=pytest.mark.slow)]
+)
+def test_a_diverged_loss_fails_each_split_once_as_an_error(storage_url, study_name, digits,
+                                                          executor):  # fmt: skip
+    x, y = digits
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=storage_url, n_splits=2, max_retries=0,
+        transfer=NoTransfer(), direction="minimize",
+    )  # fmt: skip
+    trainer = digits_trainer(x, y, epochs=2, optimizer_fn=sgd_diverges, metric="loss")
+    with pytest.raises(optuna_mto.SplitsGivenUpError) as info:
+        study.optimize(trainer, n_jobs=1 if executor == "inline" else 2, executor="auto"
+                       if executor == "inline" else executor, dashboard=False)  # fmt: skip
+    message = str(info.value)
+    assert "2 of 2 split(s) given up" in message
+    assert "the value reported at step 0 is nan, not a finite number" in message
+    assert "lower the learning rate, or clip the gradients" in message
+    assert "[1 errors > max_retries=0]" in message and "lost workers >" not in message
+    _assert_errors_not_lost_workers(study, 1, "nan")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_report_after_the_first_uses_up_max_retries(storage_url, study_name, bad):
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=storage_url, n_splits=2, max_retries=1,
+        transfer=NoTransfer(),
+    )  # fmt: skip
+
+    def objective(trial):
+        model = tiny_mlp()
+        for step in range(trial.restore(model), 3):
+            trial.report(0.5 if step == 0 else bad, step, model=model)
+
+    with pytest.raises(optuna_mto.SplitsGivenUpError) as info:
+        study.optimize(objective, dataset=100, evaluate=_constant_evaluate, dashboard=False)
+    message = str(info.value)
+    assert "2 of 2 split(s) given up" in message
+    assert f"NonFiniteScoreError: Split 0: the value reported at step 1 is {bad}" in message
+    assert "[2 errors > max_retries=1]" in message and "lost workers >" not in message
+    _assert_errors_not_lost_workers(study, 2, str(bad))
+
+
+def test_trial_evaluate_refuses_a_non_finite_score(study_name):
+    study = optuna_mto.create_study(study_name=study_name, n_splits=1, max_retries=0)
+    seen = []
+
+    def objective(trial):
+        model = tiny_mlp()
+        trial.report(trial.evaluate(model), 0, model=model)  # finite: 0.5
+        seen.append(trial.evaluate(model, trial.train_indices))  # -inf: raises
+
+    calls = iter([0.5, -float("inf")])
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match=(
+        r"Split 0: the score evaluate returned after step 0 is -inf, not a finite number"
+    )):  # fmt: skip
+        study.optimize(objective, dataset=100, evaluate=lambda m, rows: next(calls))
+    assert seen == []
+    assert issubclass(optuna_mto.NonFiniteScoreError, ValueError)

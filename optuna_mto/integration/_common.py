@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optuna_mto._frameworks import explorer_refusal
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_choice
 
@@ -14,19 +15,15 @@ def refuse_explorer(trial: SplitTrial, name: str) -> None:
     AMTO (``AdaptiveTransfer``) needs a second model, ``trial.explorer``, trained on the
     split's data between reports. A callback inside another framework's training loop
     cannot train it; without that, AMTO would silently become a lagged copy of a donor.
+    ``optimize`` refuses it once before any split starts when it finds the callback in the
+    objective's code (see ``optuna_mto._frameworks``); this catches the rest.
 
     Raises:
         ValueError: If the study's transfer manager uses an explorer.
     """
     manager = trial._shared.manager
     if manager.uses_explorer:
-        raise ValueError(
-            f"{name} cannot train the explorer that {type(manager).__name__} (AMTO) needs: "
-            "the framework's loop trains one model only, and an untrained explorer would "
-            "make AMTO a lagged copy of a donor. Use GreedyTransfer, PBTTransfer, "
-            "InterpolateTransfer or NoTransfer with this callback, or train "
-            "trial.explorer in your own loop (optuna_mto.SupervisedTrainer does)."
-        )
+        raise ValueError(explorer_refusal(name, type(manager).__name__))
 
 
 def check_callback_args(trial: object, step: str, steps: tuple[str, ...], name: str) -> None:

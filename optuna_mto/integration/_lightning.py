@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import warnings
 from typing import Any
 
 import torch
+
+from optuna_mto._extras import missing_extra
 
 # The current ``lightning`` package first; the older ``pytorch_lightning`` namespace when
 # it is the only one installed. A callback works only with a Trainer of its own namespace.
@@ -17,13 +21,13 @@ except ImportError:
         import pytorch_lightning as pl
         from pytorch_lightning.trainer.states import TrainerFn
     except ImportError as err:  # pragma: no cover - exercised only without the extra.
-        raise ImportError(
-            "optuna_mto.integration.MTOCallback needs PyTorch Lightning; install it with "
-            "pip install 'optuna-mto[lightning]' (or pip install 'lightning>=2.4')."
-        ) from err
+        raise missing_extra("optuna_mto.integration.MTOCallback", "lightning") from err
 
 from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
+from optuna_mto._optuna_internals import trial_id_of
+from optuna_mto._retry import retry_transient
+from optuna_mto._schema import LIGHTNING_LOOP_PREFIX, SPLIT_KEY, step_key
 from optuna_mto._trial import SplitTrial
 from optuna_mto.integration._common import check_callback_args
 
@@ -65,8 +69,76 @@ def _optimizer_and_scheduler(trainer: pl.Trainer) -> tuple[torch.optim.Optimizer
     return optimizer, scheduler
 
 
+def _save_loop(trial: SplitTrial, trainer: pl.Trainer, step: int) -> None:
+    """Keep Lightning's fit-loop progress at report ``step`` (epoch, global step, batch).
+
+    What Lightning's own checkpoint keeps under ``loops``, as JSON in a trial system
+    attribute: a resumed split's Trainer continues from it. A stateful dataloader's state
+    is left out (the epoch then restarts its data from the beginning, as Lightning does).
+    """
+    state = {k: v for k, v in trainer.fit_loop.state_dict().items() if _jsonable(v)}
+    optuna_trial = trial.optuna_trial
+    key = step_key(LIGHTNING_LOOP_PREFIX, step)
+    retry_transient(optuna_trial.storage.set_trial_system_attr, trial_id_of(optuna_trial), key,
+                    state)  # fmt: skip
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _saved_loop(trial: SplitTrial, step: int) -> dict[str, Any] | None:
+    """The fit-loop progress saved at ``step`` by the latest run of the split that has it."""
+    optuna_trial = trial.optuna_trial
+    key = step_key(LIGHTNING_LOOP_PREFIX, step)
+    runs = retry_transient(optuna_trial.study.get_trials, deepcopy=False)
+    for run in sorted(runs, key=lambda t: t.number, reverse=True):
+        if run.system_attrs.get(SPLIT_KEY) == trial.split and key in run.system_attrs:
+            state = run.system_attrs[key]
+            own = trial_id_of(optuna_trial)
+            if trial_id_of(run) != own:  # the next retry finds it in this run
+                retry_transient(optuna_trial.storage.set_trial_system_attr, own, key, state)
+            return state
+    return None
+
+
+def _refuse_multi_device(trainer: pl.Trainer) -> None:
+    """Refuse a Trainer with an MTOCallback that would run on several processes."""
+    if trainer.world_size > 1 and any(isinstance(c, MTOCallback) for c in trainer.callbacks):
+        raise ValueError(
+            f"MTOCallback runs one split per process, but this Trainer has world_size="
+            f"{trainer.world_size} ({type(trainer.strategy).__name__}): Lightning would start "
+            "more processes inside the split. Give each split one device with "
+            "pl.Trainer(**trainer_device_kwargs(trial)) and let study.optimize(n_jobs=...) "
+            "run the splits side by side."
+        )
+
+
+def _fit_on_one_device(fit: Any) -> Any:
+    """Wrap ``pl.Trainer.fit``: refuse multi-device before Lightning starts any process.
+
+    Lightning calls no callback hook before its launcher starts processes (``ddp``
+    re-runs the script, ``ddp_spawn`` pickles the Trainer with the split trial in it), so
+    the check wraps ``fit`` itself; it acts only on a Trainer holding an MTOCallback.
+    """
+    if getattr(fit, "_mto_wrapped", False):
+        return fit
+
+    @functools.wraps(fit)
+    def checked_fit(self: pl.Trainer, *args: Any, **kwargs: Any) -> Any:
+        _refuse_multi_device(self)
+        return fit(self, *args, **kwargs)
+
+    checked_fit._mto_wrapped = True  # type: ignore[attr-defined]
+    return checked_fit
+
+
 def _skip_epochs(trainer: pl.Trainer, first: int) -> None:
-    """Make Lightning's fit loop start at epoch ``first`` (a resumed split)."""
+    """Make Lightning's fit loop start at epoch ``first`` (a run saved without its loop)."""
     progress = trainer.fit_loop.epoch_progress
     for counter in (progress.current, progress.total):
         counter.ready = counter.started = counter.processed = counter.completed = first
@@ -84,9 +156,14 @@ class MTOCallback(pl.Callback):
     the training simply continues from there. The sanity check and
     ``trainer.validate`` runs are not reported.
 
-    At the start of training it also calls :meth:`SplitTrial.restore`: a retried split
-    (its worker died or the objective raised) gets back its last checkpoint, and with
-    ``step="epoch"`` Lightning continues at the epoch after it.
+    At the start of ``fit`` it also calls :meth:`SplitTrial.restore`: a retried split
+    (its worker died or the objective raised) gets back its last checkpoint, and Lightning
+    continues from that report's epoch, batch and global step, in either step mode, as
+    from its own checkpoint's loop state (so ``max_steps``, step-based LR schedules and
+    loggers keep their meaning). Resuming is this callback's job: pass no ``ckpt_path``.
+
+    One split is one process on one device: a Trainer with ``world_size > 1`` (``devices=2``,
+    DDP) is refused before Lightning starts any process.
 
     The study's ``evaluate(model, indices)`` function scores transfer candidates: it
     gets the LightningModule and must compute the same metric as ``monitor`` on the
@@ -119,6 +196,9 @@ class MTOCallback(pl.Callback):
         results: What each report did, in order (see :class:`~optuna_mto.ReportResult`).
     """
 
+    #: The Trainer trains one model: ``optimize`` refuses AMTO with this callback up front.
+    trains_explorer = False
+
     def __init__(self, trial: SplitTrial, monitor: str = "val_acc", *, step: str = "epoch") -> None:
         check_callback_args(trial, step, _STEPS, "MTOCallback")
         self.trial = trial
@@ -127,6 +207,7 @@ class MTOCallback(pl.Callback):
         self.results: list[ReportResult] = []
         self._last_step: int | None = None
         self._warned = False
+        self._skip_to = 0  # a resumed run saved without its loop state: epochs to skip
 
     @property
     def accepted_transfers(self) -> int:
@@ -135,23 +216,30 @@ class MTOCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Refuse distributed training: one split trial is one process's model."""
-        if stage == TrainerFn.FITTING and trainer.world_size > 1:
-            raise ValueError(
-                f"MTOCallback runs one split per process, but the Trainer has world_size="
-                f"{trainer.world_size}; run each split on one device (see "
-                "trainer_device_kwargs) and let study.optimize run the splits side by side."
-            )
+        if stage == TrainerFn.FITTING:
+            _refuse_multi_device(trainer)  # fit refused it already; a Trainer run otherwise
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Resume a retried split from its last checkpoint (nothing for a fresh one)."""
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resume a retried split: its last checkpoint, and Lightning's loop where it was."""
         optimizer, scheduler = _optimizer_and_scheduler(trainer)
         first = self.trial.restore(pl_module, optimizer, scheduler)
         if first <= 0:
             return
         self._last_step = first - 1
-        if self.step == "epoch" and trainer.current_epoch < first:
-            _skip_epochs(trainer, first)
-        _logger.info("Split %d resumes at %s %d.", self.trial.split, self.step, first)
+        loop = _saved_loop(self.trial, first - 1)
+        if loop is not None:  # as Lightning restores its own checkpoint's ``loops``
+            trainer.fit_loop.load_state_dict(loop)
+        elif self.step == "epoch":
+            self._skip_to = first
+        _logger.info(
+            "Split %d resumes after %s %d (global step %d).", self.trial.split, self.step,
+            first - 1, trainer.global_step,
+        )  # fmt: skip
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Skip the reported epochs of a run that saved no loop state (an older version)."""
+        if trainer.current_epoch < self._skip_to:
+            _skip_epochs(trainer, self._skip_to)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Report the monitored metric; may load a better split's weights in place."""
@@ -175,6 +263,7 @@ class MTOCallback(pl.Callback):
                 )
                 self._warned = True
             return
+        _save_loop(self.trial, trainer, step)  # before the checkpoint: a resume finds both
         optimizer, scheduler = _optimizer_and_scheduler(trainer)
         result = self.trial.report(
             float(metrics[self.monitor]),
@@ -196,3 +285,6 @@ class MTOCallback(pl.Callback):
                 "check_val_every_n_epoch <= max_epochs).",
                 stacklevel=2,
             )
+
+
+pl.Trainer.fit = _fit_on_one_device(pl.Trainer.fit)  # type: ignore[method-assign]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
 from optuna_mto._events import ReportResult
+from optuna_mto._extras import missing_extra
 from optuna_mto._optuna_internals import experimental_class
 from optuna_mto._schema import CROSS_SCORES_ATTR
 from optuna_mto._trial import SplitTrial
@@ -31,10 +36,29 @@ def _client(tracking_uri: str | None) -> Any:
     try:
         from mlflow.tracking import MlflowClient
     except ImportError as err:  # pragma: no cover - exercised only without the extra.
-        raise ImportError(
-            "MLflowCallback needs MLflow; install it with pip install 'optuna-mto[mlflow]'."
-        ) from err
+        raise missing_extra("MLflowCallback", "mlflow") from err
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def _sqlite_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock next to a SQLite store (its tables are being made)."""
+    database = None
+    if tracking_uri.startswith("sqlite:") and os.name != "nt":
+        import sqlalchemy
+
+        database = sqlalchemy.engine.make_url(tracking_uri).database
+    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+        yield  # nothing to lock, or MLflow says what is wrong with the path
+        return
+    import fcntl
+
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @experimental_class("0.1.0")
@@ -49,7 +73,10 @@ class MLflowCallback:
     cross-split mean, and the run's status (FINISHED, KILLED for a pruned split,
     FAILED). A retried split continues the same run. Runs are tagged
     ``optuna_mto.study`` and ``optuna_mto.split``, and use MLflow's client API only
-    (no active-run globals), so threads and processes can log side by side.
+    (no active-run globals), so threads and processes can log side by side. Before any
+    split starts, ``optimize`` calls :meth:`prepare`: the store is checked and its tables
+    and the experiment made there, once. Send a LightningModule's ``self.log`` metrics to
+    the split's run with ``MLFlowLogger(tracking_uri=..., run_id=cb.split_run_id(trial))``.
 
     Args:
         tracking_uri: MLflow tracking URI, e.g. ``"sqlite:///mlflow.db"`` or a server
@@ -74,6 +101,7 @@ class MLflowCallback:
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, int], str] = {}
+        self._reported: set[tuple[str, int]] = set()  # splits this process reported
         self._client_obj: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -92,6 +120,39 @@ class MLflowCallback:
             self._client_obj = _client(self.tracking_uri)
         return self._client_obj
 
+    def prepare(self, study: optuna.Study) -> None:
+        """Check the store; make its tables and the experiment (``optimize`` calls it once).
+
+        Called in the process that calls ``optimize``, before any split starts, so the
+        workers never race to make MLflow's tables (its migrations of a new SQLite
+        database fail when several processes run them at once). A SQLite store is also
+        locked meanwhile, for workers started apart (``optuna-mto worker``).
+
+        Raises:
+            Exception: MLflow's own, when the store cannot be used.
+        """
+        import mlflow
+
+        with _sqlite_lock(self.tracking_uri or mlflow.get_tracking_uri()):
+            self._experiment_id(self.experiment_name or study.study_name)
+
+    def _experiment_id(self, name: str) -> str:
+        client = self.client
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name)
+        except Exception:  # made by another process meanwhile
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def split_run_id(self, trial: SplitTrial) -> str:
+        """Return the run of ``trial``'s split (for Lightning's ``MLFlowLogger(run_id=...)``)."""
+        return self.run_id(trial.optuna_trial.study.study_name, trial.split)
+
     def run_id(self, study_name: str, split: int) -> str:
         """Return the run of ``split`` (found by its tags, or created)."""
         key = (study_name, split)
@@ -99,11 +160,7 @@ class MLflowCallback:
             if key in self._runs:
                 return self._runs[key]
             client = self.client
-            name = self.experiment_name or study_name
-            experiment = client.get_experiment_by_name(name)
-            experiment_id = (
-                client.create_experiment(name) if experiment is None else experiment.experiment_id
-            )
+            experiment_id = self._experiment_id(self.experiment_name or study_name)
             found = client.search_runs(
                 [experiment_id],
                 filter_string=f"tags.`{_STUDY_TAG}` = '{study_name}' and "
@@ -124,9 +181,11 @@ class MLflowCallback:
 
     def on_report(self, trial: SplitTrial, result: ReportResult) -> None:
         """Log one report of a split (called by ``optimize`` at every report)."""
-        study_name = trial.optuna_trial.study.study_name
-        first = (study_name, trial.split) not in self._runs
-        run_id = self.run_id(study_name, trial.split)
+        key = (trial.optuna_trial.study.study_name, trial.split)
+        run_id = self.run_id(*key)
+        with self._lock:
+            first = key not in self._reported
+            self._reported.add(key)
         if first and trial.resumed_at is not None:
             # The killed run may have checkpointed this step without logging it.
             step, fitness = trial.resumed_at
@@ -159,3 +218,4 @@ class MLflowCallback:
         client.set_terminated(run_id, status=STATUS.get(trial.state, "FAILED"))
         with self._lock:
             self._runs.pop((study.study_name, split), None)
+            self._reported.discard((study.study_name, split))

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from optuna_mto._events import ReportResult
+from optuna_mto._extras import missing_extra
 from optuna_mto._optuna_internals import experimental_class
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_name
@@ -20,15 +21,16 @@ from optuna_mto.integration._tracking import current_params, numeric, report_met
 __all__ = ["TensorBoardCallback"]
 
 
-def _writer(log_dir: Path) -> Any:
+def _writer_class() -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:  # pragma: no cover - exercised only without the extra.
-        raise ImportError(
-            "TensorBoardCallback needs TensorBoard; install it with "
-            "pip install 'optuna-mto[tensorboard]'."
-        ) from err
-    return SummaryWriter(log_dir=str(log_dir))
+        raise missing_extra("TensorBoardCallback", "tensorboard") from err
+    return SummaryWriter
+
+
+def _writer(log_dir: Path) -> Any:
+    return _writer_class()(log_dir=str(log_dir))
 
 
 @experimental_class("0.1.0")
@@ -42,6 +44,8 @@ class TensorBoardCallback:
     (``hparams/<name>``) at each report; when the split ends, its hyperparameters and
     final value (TensorBoard's HParams tab) and its state as text. A retried split
     appends to the same folder. Written with :class:`torch.utils.tensorboard.SummaryWriter`.
+    A Lightning ``TensorBoardLogger(log_dir, name=study_name, version=f"split{trial.split}")``
+    writes the module's ``self.log`` metrics into the same run.
 
     Args:
         log_dir: Root folder of the event files.
@@ -66,6 +70,19 @@ class TensorBoardCallback:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+    def prepare(self, study: optuna.Study) -> None:
+        """Check TensorBoard's writer and make the folder (``optimize`` calls it up front).
+
+        Raises:
+            ImportError: Without TensorBoard.
+            PermissionError: If the folder cannot be written.
+        """
+        _writer_class()
+        folder = self.log_dir / study.study_name
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"cannot write TensorBoard event files to {folder}")
 
     def split_dir(self, study_name: str, split: int) -> Path:
         """Return the event-file folder of ``split``."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from optuna_mto._extras import missing_extra
+
 try:
     from transformers import TrainerCallback
 except ImportError as err:  # pragma: no cover - exercised only without the extra.
-    raise ImportError(
-        "optuna_mto.integration.MTOTrainerCallback needs Hugging Face transformers; install "
-        "it with pip install 'optuna-mto[transformers]'."
-    ) from err
+    missing = err.name if err.name in ("transformers", "accelerate") else "transformers"
+    raise missing_extra("optuna_mto.integration.MTOTrainerCallback", missing) from err
 
 from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
@@ -69,6 +69,9 @@ class MTOTrainerCallback(TrainerCallback):
     Attributes:
         results: What each report did, in order.
     """
+
+    #: The Trainer trains one model: ``optimize`` refuses AMTO with this callback up front.
+    trains_explorer = False
 
     def __init__(
         self,

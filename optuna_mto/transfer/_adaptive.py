@@ -113,7 +113,8 @@ class AdaptiveTransfer(BaseTransferManager):
 
     Args:
         interval: Report steps between transfer steps (one explorer per interval).
-        warmup: First report step at which an explorer is created.
+        warmup: First report step at which an explorer is created (and judged
+            ``interval`` steps later); default ``interval``.
         temperature: Softmax temperature of source selection (> 0).
         blend: Also judge the average of the solver's and the explorer's weights (the
             solver's optimizer state kept), and keep whichever of explorer and average
@@ -134,7 +135,7 @@ class AdaptiveTransfer(BaseTransferManager):
         self,
         *,
         interval: int = 1,
-        warmup: int = 1,
+        warmup: int | None = None,
         temperature: float = 1.0,
         criterion: str = "metric",
         blend: bool = False,

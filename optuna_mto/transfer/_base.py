@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,12 @@ class BaseTransferManager(abc.ABC):
     their constructor arguments from :meth:`get_params` so that every worker of a
     study rebuilds the same manager.
 
+    Transfers are considered at report steps ``warmup, warmup + interval,
+    warmup + 2 * interval, ...``; ``warmup`` defaults to ``interval`` (``interval=20``:
+    steps 20, 40, ...; the default ``interval=1``: every step from step 1). A run that
+    ends before step ``warmup`` never transfers, and ``optimize`` warns about it (see
+    :meth:`warn_if_never_transfers`).
+
     Transfers are asynchronous by default: a split uses whatever the others have
     published so far and never waits. With ``synchronous=True`` a split waits at each
     transfer step until every other unfinished split has reached that step, at most
@@ -106,11 +113,12 @@ class BaseTransferManager(abc.ABC):
         self,
         *,
         interval: int = 1,
-        warmup: int = 1,
+        warmup: int | None = None,
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
         check_int("interval", interval, 1)
+        warmup = interval if warmup is None else warmup
         check_int("warmup", warmup, 0)
         check_number("sync_timeout", sync_timeout, 0, low_open=True)
         self.interval = interval
@@ -138,6 +146,30 @@ class BaseTransferManager(abc.ABC):
         Steps ``warmup, warmup + interval, warmup + 2 * interval, ...``.
         """
         return self.enabled and step >= self.warmup and (step - self.warmup) % self.interval == 0
+
+    def warn_if_never_transfers(self, n_steps: int) -> bool:
+        """Warn (``UserWarning``) if none of the report steps ``0 .. n_steps - 1`` transfers.
+
+        ``optimize`` calls it before any split starts when the objective declares its
+        ``epochs`` (:class:`~optuna_mto.SupervisedTrainer`), and else when a split
+        finishes without having reached a transfer step. The text depends only on the
+        manager and ``n_steps``, so Python shows it once per process.
+
+        Returns:
+            True if it warned.
+        """
+        if not self.enabled or any(self.should_transfer(step) for step in range(n_steps)):
+            return False
+        warnings.warn(
+            f"{type(self).__name__}(interval={self.interval}, warmup={self.warmup}) never "
+            f"transfers in a run of {n_steps} report step(s) (steps 0 to {n_steps - 1}): its "
+            f"first transfer step is step {self.warmup}. Lower interval (warmup defaults to "
+            "it) or report more steps; to train the splits independently, create the study "
+            "with transfer=NoTransfer().",
+            UserWarning,
+            stacklevel=1,
+        )
+        return True
 
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Run the strategy at a transfer step; return the step's event, if any.

@@ -24,14 +24,15 @@ _DONOR_RULES = ("best", "tournament", "uniform")
 class GreedyTransfer(BaseTransferManager):
     """Greedy knowledge transfer between splits (the paper's basic MTO step).
 
-    At every ``interval``-th report step after ``warmup``, the receiver picks a donor
+    At report steps ``warmup, warmup + interval, ...``, the receiver picks a donor
     among the other splits by their latest published fitness, copies the donor's
     weights (and optimizer state), scores that candidate on its own validation set,
     and keeps it only if it beats its own score.
 
     Args:
         interval: Report steps between transfer attempts.
-        warmup: First report step at which a transfer is attempted.
+        warmup: First report step at which a transfer is attempted; default ``interval``
+            (``interval=20`` transfers at steps 20, 40, ...).
         donor: ``"best"`` (other split with the best latest fitness),
             ``"tournament"`` (best of ``tournament_size`` drawn at random) or
             ``"uniform"`` (any other split at random).
@@ -58,7 +59,7 @@ class GreedyTransfer(BaseTransferManager):
         self,
         *,
         interval: int = 1,
-        warmup: int = 1,
+        warmup: int | None = None,
         donor: str = "best",
         only_better: bool = True,
         copy_optimizer: bool = True,

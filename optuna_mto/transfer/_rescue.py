@@ -89,7 +89,7 @@ class RescueTransfer(GreedyTransfer):
         *,
         interval: int = 1,
         warmup: int = 1,
-        patience: int = 3,
+        patience: int = 1,
         z: float = 3.0,
         tolerance: float = 0.1,
         copy_optimizer: bool = True,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
+from optuna_mto._extras import require
 from optuna_mto._logging import get_logger
 from optuna_mto._optuna_internals import storage_of, study_id_of
 from optuna_mto._summary import format_number
@@ -127,15 +128,10 @@ def publish_to_dashboard(study: MTOStudy) -> list[str]:
         The graph object ids saved.
 
     Raises:
-        ImportError: If optuna-dashboard is not installed
-            (``pip install optuna-mto[dashboard]``).
+        MissingExtraError: An ``ImportError``, if optuna-dashboard is not installed
+            (``pip install "optuna-mto[dashboard]"``).
     """
-    try:
-        import optuna_dashboard
-    except ImportError as err:
-        raise ImportError(
-            "publish_to_dashboard needs optuna-dashboard: pip install 'optuna-mto[dashboard]'."
-        ) from err
+    optuna_dashboard = require("optuna_dashboard", "publish_to_dashboard")
     ids = []
     for graph_id, plot in DASHBOARD_FIGURES.items():
         figure = plot(study)

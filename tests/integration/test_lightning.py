@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
 import sys
+import textwrap
+import time
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,7 +232,7 @@ def test_without_lightning_the_import_error_says_how_to_install(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, "optuna_mto.integration._lightning")
     monkeypatch.delitem(vars(integration), "MTOCallback")
-    with pytest.raises(ImportError, match=r"pip install 'optuna-mto\[lightning\]'"):
+    with pytest.raises(ImportError, match=r'pip install "optuna-mto\[lightning\]"'):
         integration.MTOCallback  # noqa: B018 - the lazy attribute access is the test
 
 
@@ -274,7 +282,7 @@ def test_validation_twice_per_epoch(tmp_path, study_name, digits, step):
     assert sorted(trial.intermediate_values) == expected
 
 
-def test_amto_is_refused_clearly_not_silently_degraded(study_name):
+def test_amto_is_refused_once_before_any_split_starts(study_name):
     from optuna_mto.transfer import AdaptiveTransfer
 
     study = optuna_mto.create_study(
@@ -284,7 +292,176 @@ def test_amto_is_refused_clearly_not_silently_degraded(study_name):
     def objective(trial):
         MTOCallback(trial, monitor="val_acc")
 
+    with pytest.raises(ValueError, match="MTOCallback cannot train the explorer") as err:
+        study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)
+    assert "max_retries" not in str(err.value)
+    assert study.study.get_trials() == []  # refused before any split started
+
+
+def test_amto_is_still_refused_when_the_callback_is_made_out_of_sight(study_name):
+    from optuna_mto.transfer import AdaptiveTransfer
+
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=AdaptiveTransfer(), heartbeat_interval=None
+    )
+    holder = types.SimpleNamespace(make=MTOCallback)
+
+    def objective(trial):
+        holder.make(trial, monitor="val_acc")  # made where the up-front check cannot see
+
     with pytest.raises(
         optuna_mto.SplitsGivenUpError, match="ValueError: MTOCallback cannot train the explorer"
     ):
         study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)
+
+
+def test_a_multi_device_trainer_is_refused_before_lightning_starts_processes(
+    tmp_path, study_name, digits
+):
+    x, y = digits
+    study = _study(tmp_path, study_name)
+
+    def objective(trial):
+        trainer = pl.Trainer(
+            max_epochs=1, devices=2, accelerator="cpu", strategy="ddp_spawn",
+            callbacks=[MTOCallback(trial, monitor="val_acc")], logger=False,
+            enable_checkpointing=False, enable_progress_bar=False,
+        )  # fmt: skip
+        rows = trial.train_indices
+        trainer.fit(LitDigits(0.1), _loader(x, y, rows, True), _loader(x, y, rows, False))
+
+    with pytest.raises(optuna_mto.SplitsGivenUpError, match="world_size=2") as err:
+        study.optimize(objective, dataset=(x, y), evaluate=DigitsObjective(x, y).evaluate)
+    assert "pickle" not in str(err.value)
+
+
+# A job a test SIGKILLs: 2 splits, 6 batches an epoch (0.12 s each), each batch logged.
+RESUME_JOB = textwrap.dedent(
+    """
+    import json, logging, os, sys, time, warnings
+    import torch
+    from torch import nn
+    from sklearn.datasets import load_digits
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        import pytorch_lightning as pl
+    import optuna_mto
+    from optuna_mto.integration import MTOCallback
+    from optuna_mto.transfer import NoTransfer
+
+    url, name, step, log = sys.argv[1:5]
+    data = load_digits()
+    x = torch.tensor(data.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(data.target)
+    warnings.filterwarnings("ignore")
+    for logger in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+
+    class Lit(pl.LightningModule):
+        def __init__(self, split):
+            super().__init__()
+            self.split = split
+            self.net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, i):
+            time.sleep(0.12)
+            gs = self.trainer.global_step
+            with open(log, "a") as f:
+                f.write(json.dumps([os.getpid(), self.split, self.current_epoch, i, gs]) + "\\n")
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def validation_step(self, batch, i):
+            acc = (self(batch[0]).argmax(1) == batch[1]).float().mean()
+            self.log("val_acc", acc)
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 2)}
+
+    def loader(rows, shuffle):
+        rows = torch.as_tensor(rows)
+        data = torch.utils.data.TensorDataset(x[rows], y[rows])
+        return torch.utils.data.DataLoader(data, batch_size=64, shuffle=shuffle)
+
+    def evaluate(model, rows):
+        rows = torch.as_tensor(rows)
+        return float((model(x[rows]).argmax(1) == y[rows]).float().mean())
+
+    def objective(trial):
+        torch.manual_seed(trial.split)
+        by_epoch = step == "epoch"
+        trainer = pl.Trainer(
+            max_epochs=4 if by_epoch else -1, max_steps=-1 if by_epoch else 20,
+            val_check_interval=None if by_epoch else 3, limit_train_batches=6,
+            callbacks=[MTOCallback(trial, monitor="val_acc", step=step)],
+            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        )
+        trainer.fit(Lit(trial.split), loader(trial.train_indices, True),
+                    loader(trial.valid_indices, False))
+
+    study = optuna_mto.create_study(study_name=name, storage=url, n_splits=2,
+                                    transfer=NoTransfer(), load_if_exists=True)
+    if __name__ == "__main__":
+        study.optimize(objective, dataset=(x, y), evaluate=evaluate, n_jobs=1, dashboard=False)
+        print("DONE", flush=True)
+    """
+)
+
+
+def _batches(log: Path) -> list[list[int]]:
+    """``[pid, split, epoch, batch, global_step]`` of every training batch run so far."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["epoch", "global_step"])
+def test_a_sigkilled_lightning_split_resumes_at_its_epoch_and_global_step(
+    tmp_path, study_name, step
+):
+    import optuna
+
+    url, log = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "batches.jsonl"
+    args = [sys.executable, "-c", RESUME_JOB, url, study_name, step, str(log)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    job = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)  # fmt: skip
+
+    def reported() -> int:
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+        except KeyError:
+            return 0
+        return max((len(t.intermediate_values) for t in trials), default=0)
+
+    try:
+        deadline = time.monotonic() + 120
+        while reported() < 2:  # split 0 reported twice: kill it mid-training
+            assert job.poll() is None, job.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "timed out waiting for two reports"
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    killed = {pid for pid, *_ in _batches(log)}
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "DONE" in rerun.stdout, rerun.stdout[-3000:]
+
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
+    resumed = [t for t in trials if t.params["split"] == 0][-1]
+    fresh = next(t for t in trials if t.params["split"] == 1)  # never killed: the reference
+    assert resumed.state.name == fresh.state.name == "COMPLETE"
+    assert sorted(resumed.intermediate_values) == sorted(fresh.intermediate_values)
+    at = resumed.user_attrs["resumed_from_step"]
+    batches = _batches(log)
+    after = [b[2:] for b in batches if b[1] == 0 and b[0] not in killed]  # epoch, batch, step
+    reference = [b[2:] for b in batches if b[1] == 1]
+    # The resumed run trains exactly what the uninterrupted split 1 trained after that point.
+    assert after == reference[len(reference) - len(after) :]
+    first_step = (at + 1) * 6 if step == "epoch" else at
+    assert after[0][2] == first_step, (at, after[:3])
+    assert reference[-1][2] == (23 if step == "epoch" else 19)  # max_epochs / max_steps kept

@@ -10,6 +10,7 @@ from _models import adam_suggested, digits_trainer
 from optuna.trial import TrialState
 
 import optuna_mto
+from optuna_mto._lifecycle import split_statuses
 from optuna_mto.transfer import GreedyTransfer, NoTransfer
 
 EPOCHS = 2
@@ -150,3 +151,102 @@ def test_mlflow_keeps_the_step_a_killed_run_checkpointed_but_never_logged(
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     resumed = [t for t in study.study.get_trials() if t.params["split"] == 0][-1]
     assert resumed.user_attrs["resumed_from_step"] == 2
+
+
+class BrokenTracker:
+    """A tracker whose every call fails, as one whose store went away mid-run."""
+
+    def on_report(self, trial, result) -> None:
+        raise RuntimeError("the tracker's store is gone")
+
+    def __call__(self, study, trial) -> None:
+        raise RuntimeError("the tracker's store is gone")
+
+
+def test_a_failing_callback_never_kills_a_worker_and_optimize_names_it(
+    study_name, digits, tmp_path
+):
+    x, y = digits
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=f"sqlite:///{tmp_path / 'study.db'}", n_splits=2,
+        transfer=NoTransfer(),
+    )  # fmt: skip
+    trainer = digits_trainer(x, y, epochs=EPOCHS)
+    recorder = Recorder()  # a working callback next to the broken one still gets every call
+    with pytest.raises(optuna_mto.CallbackError, match="BrokenTracker failed 6 times") as err:
+        study.optimize(
+            trainer, n_jobs=2, executor="process", dashboard=False,
+            callbacks=[BrokenTracker(), recorder],
+        )  # fmt: skip
+    assert err.value.failures == {"BrokenTracker": 6}  # 2 splits x (2 reports + 1 end)
+    trials = study.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2  # no retry, no lost worker
+    assert all(s.preemptions == 0 and s.errors == 0 for s in split_statuses(study._rt))
+    assert study.summary().complete
+
+
+def test_a_tracker_whose_store_is_unreachable_stops_optimize_before_any_split(
+    study_name, digits, tmp_path
+):
+    pytest.importorskip("mlflow")
+    from optuna_mto.integration import MLflowCallback
+
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
+    (tmp_path / "a-file").write_text("")  # no folder can be made inside it
+    tracker = MLflowCallback(tracking_uri=f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
+    with pytest.raises(optuna_mto.CallbackError, match="MLflowCallback could not start"):
+        study.optimize(digits_trainer(x, y, epochs=1), n_jobs=2, executor="process",
+                       dashboard=False, callbacks=[tracker])  # fmt: skip
+    assert study.study.get_trials() == []  # nothing ran
+
+
+def test_a_tensorboard_folder_that_cannot_be_made_stops_optimize_before_any_split(
+    study_name, digits, tmp_path
+):
+    pytest.importorskip("tensorboard")
+    from optuna_mto.integration import TensorBoardCallback
+
+    x, y = digits
+    study = optuna_mto.create_study(study_name=study_name, n_splits=2, transfer=NoTransfer())
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(optuna_mto.CallbackError, match="TensorBoardCallback could not start"):
+        study.optimize(digits_trainer(x, y, epochs=1), dashboard=False,
+                       callbacks=[TensorBoardCallback(tmp_path / "a-file")])  # fmt: skip
+    assert study.study.get_trials() == []
+
+
+def _mlflow_readme_form(study_name: str, digits, folder) -> None:
+    """README's MLflow form on a new SQLite database, three process workers, K=3."""
+    mlflow = pytest.importorskip("mlflow")
+    from optuna_mto.integration import MLflowCallback
+
+    x, y = digits
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    study = optuna_mto.create_study(
+        study_name=study_name, storage=f"sqlite:///{folder / 'study.db'}", n_splits=3,
+        transfer=GreedyTransfer(),
+    )  # fmt: skip
+    trainer = digits_trainer(x, y, epochs=EPOCHS, optimizer_fn=adam_suggested)
+    study.optimize(trainer, n_jobs=3, executor="process", dashboard=False,
+                   callbacks=[MLflowCallback(tracking_uri=uri)])  # fmt: skip
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(study_name).experiment_id])
+    assert sorted(r.data.tags["optuna_mto.split"] for r in runs) == ["0", "1", "2"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "value")
+        assert sorted(m.step for m in history) == list(range(EPOCHS))
+        assert "trial_value" in run.data.metrics
+
+
+def test_mlflow_on_a_new_sqlite_database_with_three_process_workers(study_name, digits, tmp_path):
+    _mlflow_readme_form(study_name, digits, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_mlflow_on_a_new_sqlite_database_five_times(digits, tmp_path):
+    # The tables used to be created by every worker at once, which failed now and then.
+    for i in range(5):
+        _mlflow_readme_form(f"mlflow-{i}", digits, tmp_path / f"run{i}")

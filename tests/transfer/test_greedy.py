@@ -3,14 +3,20 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
+from _models import digits_trainer, tiny_mlp
 
+import optuna_mto
 from optuna_mto.transfer import (
+    AdaptiveTransfer,
     BaseTransferManager,
     GreedyTransfer,
+    InterpolateTransfer,
     NoTransfer,
+    PBTTransfer,
     TransferContext,
     from_params,
 )
@@ -66,6 +72,75 @@ def test_default_schedule_is_every_step_from_one() -> None:
     assert (manager.interval, manager.warmup) == (1, 1)
     assert not manager.should_transfer(0)
     assert all(manager.should_transfer(step) for step in range(1, 50))
+
+
+@pytest.mark.parametrize(
+    "make", [GreedyTransfer, AdaptiveTransfer, PBTTransfer, InterpolateTransfer, _Custom]
+)
+def test_warmup_defaults_to_interval(make) -> None:
+    manager = make(interval=20)
+    assert manager.warmup == 20 and manager.get_params()["warmup"] == 20
+    assert [s for s in range(61) if manager.should_transfer(s)] == [20, 40, 60]
+    early = make(interval=20, warmup=1)
+    assert [s for s in range(61) if early.should_transfer(s)] == [1, 21, 41]
+    if make is not _Custom:  # the stored config rebuilds the same schedule
+        assert from_params(manager.get_params()).warmup == 20
+
+
+def test_a_stored_warmup_is_kept() -> None:
+    # Studies store the warmup they ran with (an older default of 1 included).
+    params = {"name": "GreedyTransfer", "interval": 2, "warmup": 1}
+    assert from_params(params).warmup == 1
+
+
+def test_warn_if_never_transfers_names_the_schedule_and_the_fix() -> None:
+    with pytest.warns(UserWarning) as record:
+        assert GreedyTransfer(interval=20).warn_if_never_transfers(3) is True
+    assert [str(w.message) for w in record] == [
+        "GreedyTransfer(interval=20, warmup=20) never transfers in a run of 3 report step(s) "
+        "(steps 0 to 2): its first transfer step is step 20. Lower interval (warmup defaults "
+        "to it) or report more steps; to train the splits independently, create the study "
+        "with transfer=NoTransfer()."
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert GreedyTransfer(interval=20, warmup=1).warn_if_never_transfers(3) is False
+        assert GreedyTransfer(interval=3).warn_if_never_transfers(4) is False
+        assert NoTransfer(interval=20).warn_if_never_transfers(3) is False
+
+
+def test_an_interval_longer_than_the_epochs_warns_once_before_any_split(study_name, digits):
+    x, y = digits
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=GreedyTransfer(interval=20, only_better=False)
+    )
+    with pytest.warns(UserWarning, match=r"never transfers") as record:
+        study.optimize(digits_trainer(x, y, epochs=3), dashboard=False)
+    assert len([w for w in record if "never transfers" in str(w.message)]) == 1
+    assert "in a run of 3 report step(s)" in str(record[0].message)
+    assert study.transfers() == []  # not even at step 1
+    assert study.summary().complete
+
+
+def test_a_split_that_ends_before_its_first_transfer_step_warns(study_name) -> None:
+    study = optuna_mto.create_study(
+        study_name=study_name, n_splits=2, transfer=GreedyTransfer(interval=5, only_better=False)
+    )
+
+    def objective(trial):  # the objective API: the number of steps is unknown up front
+        model = tiny_mlp()
+        for step in range(3 if trial.split == 0 else 6):
+            trial.report(0.5, step, model=model)
+
+    with pytest.warns(UserWarning, match=r"never transfers") as record:
+        study.optimize(objective, dataset=200, evaluate=lambda m, rows: 0.5, dashboard=False)
+    messages = [str(w.message) for w in record if "never transfers" in str(w.message)]
+    assert len(messages) == 1  # split 0 only: split 1 reached step 5
+    assert messages[0].startswith(
+        "GreedyTransfer(interval=5, warmup=5) never transfers in a run of 3 report step(s) "
+        "(steps 0 to 2): its first transfer step is step 5."
+    )
+    assert [(e.receiver, e.step) for e in study.transfers()] == [(1, 5)]
 
 
 @pytest.mark.parametrize(("interval", "warmup"), [(1, 0), (1, 1), (2, 3)])
@@ -273,7 +348,7 @@ def test_from_params_defaults_to_greedy_and_does_not_mutate_input() -> None:
 
 
 def test_from_params_of_custom_manager_raises() -> None:
-    params = _Custom(interval=2).get_params()
+    params = _Custom(interval=2, warmup=1).get_params()
     assert params == {"name": "_Custom", "interval": 2, "warmup": 1}
     with pytest.raises(
         ValueError,

@@ -49,7 +49,7 @@ def test_publishing_twice_replaces_the_figures_and_the_note(small_study):
     assert f"## optuna-mto study `{small_study.study_name}`" in note
     assert "| splits (K) | 2 |" in note
     assert "| splitter | random |" in note
-    assert "GreedyTransfer(" in note
+    assert "RescueTransfer(" in note  # the default strategy
     best = summary.best_split
     row = f"| **1** | {best} | {summary.trial_numbers[best]} | "
     assert row in note

@@ -1,0 +1,49 @@
+"""Opening a storage: a bad driver name or a missing driver is not a server that is down."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from optuna_mto._storage import open_storage
+
+
+def test_a_misspelt_driver_names_the_one_meant_not_the_server():
+    with pytest.raises(ValueError) as info:
+        open_storage("postgresql+psycog://postgres@127.0.0.1:5432/test")
+    message = str(info.value)
+    assert message == (
+        "Unknown postgresql driver 'psycog' in storage postgresql+psycog://postgres@127.0.0.1:"
+        "5432/test: did you mean postgresql+psycopg://...? SQLAlchemy's postgresql drivers: "
+        'psycopg, psycopg2, pg8000, asyncpg, psycopg2cffi (pip install "optuna-mto[postgres]").'
+    )
+    assert "server" not in message
+
+
+def test_a_misspelt_database_is_named_with_the_password_masked():
+    with pytest.raises(ValueError, match=r"Unknown database 'postgress' in storage ") as info:
+        open_storage("postgress://me:secret@127.0.0.1/db")
+    assert "did you mean postgresql://...?" in str(info.value)
+    assert "secret" not in str(info.value) and "server" not in str(info.value)
+    with pytest.raises(ValueError, match="is not a database URL: write dialect\\+driver://"):
+        open_storage("not a url://x")
+
+
+def test_a_missing_driver_package_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as without the postgres extra
+    with pytest.raises(ValueError) as info:
+        open_storage("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    assert str(info.value) == (
+        "The postgresql driver psycopg that storage postgresql+psycopg://postgres@127.0.0.1:"
+        '5432/test asks for is not installed: pip install "optuna-mto[postgres]".'
+    )
+
+
+def test_an_unreachable_server_still_gets_the_server_hint():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ValueError, match="Check that the database server is running"):
+        open_storage(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
