@@ -40,7 +40,7 @@ from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._trial import SplitTrial
 from optuna_mto.transfer import Explorer
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ArchitectureMismatchError",

@@ -110,6 +110,7 @@ def run_optimize(
         if deadline is None:
             study._raise_if_given_up(after_run=True)
         _outputs.score_outputs_after_optimize(study, objective, evaluate)
+        _outputs.announce_default_output(study)
     except Exception:
         _callbacks.log_error(study.study, run)  # not silently, even under another error
         raise

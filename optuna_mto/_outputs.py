@@ -290,3 +290,26 @@ def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any)
     rows = study.selection_indices(int(info["n_samples"]))
     if len(rows):
         score_outputs(study, model_fn, evaluate, rows)
+
+
+def announce_default_output(study: MTOStudy) -> None:
+    """Name the study's default output once it is complete (the ensemble of its K models).
+
+    With scored outputs (a selection set), the line gives the ensemble's and the single
+    chosen model's scores on the rows no split trained on.
+    """
+    summary = study.summary()
+    if not summary.complete:
+        return
+    scored = summary.outputs or {}
+    ens, single = scored.get("ensemble", {}), scored.get("single", {})
+    scores = ""
+    if "score" in ens and "score" in single:
+        scores = (f" (on the {scored['rows']} selection rows: ensemble {ens['score']:.4f}, "
+                  f"best single split {single['score']:.4f})")  # fmt: skip
+    _logger.info(
+        "Study %r is complete. Its default output is the ensemble of its %d models%s: "
+        "study.ensemble(make_model), study.export_ensemble(path) or optuna-mto export; "
+        "study.load_best_model(model) gives the best split's model alone.",
+        study.study_name, len(summary.ranking), scores,
+    )  # fmt: skip

@@ -119,7 +119,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     study = _open(args)
-    if args.ensemble:
+    if not (args.best or args.split is not None):  # the default output: the ensemble
         from optuna_mto._outputs import export_ensemble
 
         path, info, left_out = export_ensemble(study, args.output)
@@ -235,13 +235,16 @@ def _parser() -> argparse.ArgumentParser:
     study_args(summary)
     summary.set_defaults(func=_cmd_summary)
 
-    export = sub.add_parser("export", help="write the best model's weights to a file")
+    export = sub.add_parser(
+        "export", help="write the study's default output (the ensemble of its K models)"
+    )
     study_args(export)
     export.add_argument("--output", "-o", required=True, help="file to write (torch.save)")
     which = export.add_mutually_exclusive_group()
-    which.add_argument("--split", type=int, default=None, help="a split instead of the best")
+    which.add_argument("--best", action="store_true", help="the best split's model alone")
+    which.add_argument("--split", type=int, default=None, help="one split's model")
     which.add_argument(
-        "--ensemble", action="store_true", help="all K splits' models as one ensemble"
+        "--ensemble", action="store_true", help="all K splits' models as one ensemble (default)"
     )
     export.set_defaults(func=_cmd_export)
 

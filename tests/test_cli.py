@@ -95,7 +95,7 @@ def test_export_writes_loadable_best_weights(finished, tmp_path, monkeypatch):
     study, url, home = finished
     monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
     target = tmp_path / "best.pt"
-    out = _cli("export", "--storage", url, "--study", "cli", "-o", str(target)).stdout
+    out = _cli("export", "--storage", url, "--study", "cli", "-o", str(target), "--best").stdout
     assert f"split {study.summary().best_split}" in out
     model = tiny_mlp()
     model.load_state_dict(torch.load(target, weights_only=True))
@@ -110,7 +110,7 @@ def test_export_ensemble_writes_all_k_models(finished, tmp_path, monkeypatch):
     study, url, home = finished
     monkeypatch.setenv("OPTUNA_MTO_HOME", str(home / "home"))
     target = tmp_path / "ens.pt"
-    cmd = ("export", "--storage", url, "--study", "cli", "-o", str(target), "--ensemble")
+    cmd = ("export", "--storage", url, "--study", "cli", "-o", str(target))  # the default
     out = _cli(*cmd).stdout
     ranking = study.summary().ranking
     assert f"exported the ensemble of 3 splits {ranking} (combine='softmax') to {target}" in out

@@ -41,3 +41,5 @@ def test_thread_workers_print_the_start_and_finish_lines(tmp_path):
                          proc.stderr), proc.stderr  # fmt: skip
         assert re.search(rf"\[I [-\d :,]+\] Trial \d finished split {split} in [\d.]+ s: value",
                          proc.stderr), proc.stderr  # fmt: skip
+    # The run ends by naming its default output.
+    assert "Its default output is the ensemble of its 2 models" in proc.stderr, proc.stderr
