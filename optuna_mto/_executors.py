@@ -33,6 +33,8 @@ __all__ = ["run_processes", "run_threads"]
 _logger = get_logger(__name__)
 #: Exit code of a worker process the database refused (out of connection slots).
 NO_STORAGE_EXIT_CODE = 75
+#: Workers the database may refuse in a row, with no other worker left, before giving up.
+_MAX_REFUSED = 5
 
 
 @dataclasses.dataclass
@@ -120,6 +122,7 @@ def _supervise(
     config = runtime.config
     budget = runtime.n_splits * (config.max_preemptions + config.max_retries + 2)
     signalled = guard_failed = False
+    refused = 0  # workers in a row the database refused while no other worker ran
     while procs:
         if job.stop.is_set() and not signalled:
             signalled = True
@@ -137,8 +140,20 @@ def _supervise(
                 continue
             if proc.exitcode == 0 or job.stop.is_set():
                 continue
-            if proc.exitcode == NO_STORAGE_EXIT_CODE and procs:
-                continue  # refused by the database: not replaced while others work
+            if proc.exitcode == NO_STORAGE_EXIT_CODE:
+                if procs:
+                    continue  # refused by the database: not replaced while others work
+                refused += 1
+                if refused > _MAX_REFUSED:
+                    _logger.error(
+                        "The database refused %d worker processes in a row; no worker is "
+                        "left, so this optimize call stops (rerun it once connections are "
+                        "free).", refused,
+                    )  # fmt: skip
+                    continue
+                time.sleep(2.0 * refused)  # the last worker: wait for a slot, then retry
+            else:
+                refused = 0
             _logger.warning(
                 "Worker process %s (pid %s, %s) died with exit code %s.",
                 proc.name, proc.pid, devices[i], proc.exitcode,
