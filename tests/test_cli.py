@@ -119,7 +119,7 @@ def test_export_ensemble_writes_all_k_models(finished, tmp_path, monkeypatch):
     x = torch.rand(4, 64)
     with torch.no_grad():
         assert torch.equal(ens.eval()(x), study.ensemble(tiny_mlp)(x))
-    both = _cli(*cmd, "--split", "0", check=False)
+    both = _cli(*cmd, "--ensemble", "--split", "0", check=False)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
@@ -199,7 +199,7 @@ def test_two_worker_processes_finish_one_study_on_postgres(study_name, tmp_path)
     url = postgres_url()
     study = optuna_mto.create_study(
         study_name=study_name, storage=url, n_splits=4, artifact_store="database",
-        heartbeat_interval=2,
+        heartbeat_interval=2, transfer=GreedyTransfer(),  # copies: the processes exchange
     )  # fmt: skip
     args = ["worker", "--storage", url, "--study", study_name, "--objective",
             "_models:worker_trainer"]  # fmt: skip
