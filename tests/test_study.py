@@ -165,9 +165,10 @@ def test_no_transfer_manager_never_pulls(study_name, digits):
 @pytest.mark.slow
 def test_process_executor_runs_splits_concurrently(storage_url, study_name, digits):
     x, y = digits
-    study = optuna_mto.create_study(
-        study_name=study_name, storage=storage_url, n_splits=4, heartbeat_interval=5
-    )
+    study = optuna_mto.create_study(  # GreedyTransfer: transfers happen, across processes
+        study_name=study_name, storage=storage_url, n_splits=4, heartbeat_interval=5,
+        transfer=GreedyTransfer(),
+    )  # fmt: skip
     study.optimize(digits_trainer(x, y, epochs=4), n_jobs=4, executor="process")
     trials = study.study.get_trials()
     assert sorted(t.params["split"] for t in trials) == [0, 1, 2, 3]
