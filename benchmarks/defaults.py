@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import paired  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OUTPUTS = ("single", "ensemble", "greedy_soup", "distilled", "no_teacher")
+OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
 
 
 def _ci(stat: dict[str, Any]) -> str:
@@ -49,8 +49,8 @@ def _runs(setting: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     data = json.loads(first.read_text())
     rows = {(r["method"], r["seed"]): r for r in data["runs"]}
     for path in sorted(RESULTS.glob(first.stem + "_*.json")):
-        if path.stem[len(first.stem) + 1 :].isdigit():
-            continue  # another setting (mnist_defaults_3900)
+        if path.stem[len(first.stem) + 1 :].split("_")[0].isdigit():
+            continue  # another setting (mnist_defaults_3900, mnist_defaults_3900_v4)
         for r in json.loads(path.read_text())["runs"]:
             rows[(r["method"], r["seed"])] = r
     return data, list(rows.values())
@@ -59,7 +59,7 @@ def _runs(setting: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def table(setting: str) -> str:
     data, rows = _runs(setting)
     seeds = len({r["seed"] for r in rows})
-    methods = [m for m in ("independent", "old_default", "rescue", "default")
+    methods = [m for m in ("independent", "old_default", "rescue", "default", "papa")
                if any(r["method"] == m for r in rows)]  # fmt: skip
     lines = [
         f"**{setting}** ({seeds} paired seeds, {data['protocol']['epochs']} epochs)",

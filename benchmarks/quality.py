@@ -25,6 +25,8 @@ initialisations and minibatch orders. Methods:
   amto            the paper's AMTO: explorers judged, relations updated on validation loss
   amto_blend      amto, also judging the average of solver and explorer (``blend=True``)
   pbt             diverse + learning-rate exploration (PBT); not run on mnist
+  papa            AveragingTransfer(): every split pulled toward the population's average
+                  weights after a shared start (PAPA); its default output is the uniform soup
 
 Each method gives four final outputs, scored on the test set: ``single`` (the model the
 study exports), ``ensemble`` (mean softmax of the K models), ``uniform_soup`` and
@@ -67,7 +69,7 @@ from optuna_mto import transfer  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = (
     "independent", "independent_2x", "default", "old_default", "rescue", "greedy", "diverse",
-    "amto", "amto_blend", "pbt",
+    "amto", "amto_blend", "pbt", "papa",
 )  # fmt: skip
 OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
@@ -147,6 +149,8 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager | None:
         return transfer.AdaptiveTransfer(interval=INTERVAL, warmup=1, criterion="loss")
     if method == "amto_blend":
         return transfer.AdaptiveTransfer(interval=INTERVAL, warmup=1, criterion="loss", blend=True)
+    if method == "papa":
+        return transfer.AveragingTransfer()  # the library's defaults
     low, high = SETTINGS[setting][3]
     return transfer.PBTTransfer(
         interval=INTERVAL, warmup=1, truncation=0.25, gate="unseen",
@@ -225,20 +229,12 @@ def one_model_outputs(
     Both are fresh models of the split architecture trained for ``epochs`` on every row
     a split may train on (all but the selection rows), in the same seeded order.
     """
-    from optuna_mto._distill import distill_trainer
+    from optuna_mto._distill import train_without_teacher
 
     n = len(trainer.dataset[1])
     rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
-    student = distill_trainer(
-        study.ensemble(model_fn), trainer, rows, task="classification", epochs=epochs
-    )
-    plain = trainer.build_model(-1)
-    optimizer = trainer.optimizer_fn(plain.parameters())
-    for epoch in range(epochs):
-        generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([trainer.seed, 1_000_003, epoch]).generate_state(1)[0])
-        )
-        trainer.train_epoch(plain, optimizer, rows, generator)
+    student = study.distill(trainer, epochs=epochs, rows=rows)
+    plain = train_without_teacher(trainer, rows, epochs=epochs)
     return {
         "distilled": accuracy(student, x_test, y_test),
         "no_teacher": accuracy(plain, x_test, y_test),

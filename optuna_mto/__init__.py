@@ -20,6 +20,7 @@ Glossary (used the same way in code, docs and stored records):
 
 from optuna_mto import checkpoints, transfer
 from optuna_mto._config import StudyConfig
+from optuna_mto._distill import distillation_loss
 from optuna_mto._ensemble import Ensemble
 from optuna_mto._errors import (
     ArchitectureMismatchError,
@@ -67,6 +68,7 @@ __all__ = [
     "__version__",
     "checkpoints",
     "create_study",
+    "distillation_loss",
     "load_study",
     "transfer",
 ]

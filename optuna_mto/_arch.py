@@ -19,6 +19,7 @@ from optuna_mto._board import SplitRecord
 from optuna_mto._errors import ArchitectureMismatchError, CheckpointError
 from optuna_mto._handle import Shared
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import CHECKPOINT_MODEL
 from optuna_mto._state import unwrap_model
 
 __all__ = ["arch_signature", "check_architecture", "tensor_shapes"]
@@ -74,7 +75,7 @@ def _difference(shared: Shared, own: Shapes, record: SplitRecord) -> str:
         state = retry_transient(shared.store.load, record.checkpoint, map_location="cpu")
     except CheckpointError as err:
         return f"signature {arch_signature(own)} here, {record.arch} there ({err})"
-    other = tensor_shapes(state["model"])
+    other = tensor_shapes(state[CHECKPOINT_MODEL])
     for name, shape in own.items():
         if name not in other:
             return f"tensor {name!r} (shape {shape}) is not in split {k}'s model"

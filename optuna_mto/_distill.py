@@ -8,7 +8,10 @@ probabilities for classifiers (softened by a temperature), its mean output for
 regression. The student may also see the true labels (``hard_weight``).
 
 :func:`distillation_loss` and ``MTOStudy.teacher_targets`` serve users with their own
-training loop; :func:`distill_trainer` does it all for a ``SupervisedTrainer``.
+training loop; ``MTOStudy.distill`` does it all for a ``SupervisedTrainer`` (both in
+:mod:`optuna_mto._distill_study`, over :func:`distill_trainer`).
+:func:`train_without_teacher` is the fair baseline: the same fresh model, rows and
+seeded batch order, trained on the labels alone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from torch.nn import functional as F
 from optuna_mto._hparams import call_with_trial
 from optuna_mto._validation import check_int, check_number
 
-__all__ = ["distill", "distillation_loss", "teacher_targets"]
+__all__ = [
+    "distill",
+    "distill_trainer",
+    "distillation_loss",
+    "epoch_generator",
+    "teacher_targets",
+    "train_without_teacher",
+]
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -119,6 +129,17 @@ def distill(
     return student.eval()
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The seeded generator of one epoch's batch order for a study-wide model.
+
+    Shared by the distilled student and its no-teacher baseline (so both see the same
+    minibatches); distinct from every split's own order (the ``1_000_003`` in place of
+    the split index).
+    """
+    state = np.random.SeedSequence([int(seed), 1_000_003, int(epoch)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def distill_trainer(
     teacher: nn.Module,
     trainer: Any,
@@ -134,21 +155,35 @@ def distill_trainer(
 
     The student is built and optimized as the trainer builds and optimizes a split's
     model (its ``model_fn``, ``optimizer_fn``, batch size, seed; ``epochs`` defaults to
-    the trainer's) and trained on ``rows`` in a seeded order.
+    the trainer's) and trained on ``rows`` in the order of :func:`epoch_generator`.
     """
     student = trainer.build_model(-1, device)
     optimizer = call_with_trial(trainer.optimizer_fn, (student.parameters(),), None)
-    seed = int(trainer.seed)
 
     def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([seed, 1_000_003, epoch]).generate_state(1)[0])
-        )
-        return trainer._batches(rows, trainer.batch_size, generator)
+        return trainer._batches(rows, trainer.batch_size, epoch_generator(trainer.seed, epoch))
 
     hard_loss = trainer.loss_fn if hard_weight else None
     return distill(
-        teacher.to(device), student, batches, task=task, epochs=epochs or trainer.epochs,
+        teacher.to(device), student, batches, task=task,
+        epochs=trainer.epochs if epochs is None else epochs,
         optimizer=optimizer, temperature=temperature, hard_weight=hard_weight,
         hard_loss=hard_loss,
     )  # fmt: skip
+
+
+def train_without_teacher(
+    trainer: Any, rows: np.ndarray, *, epochs: int | None = None, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """The no-teacher baseline of :func:`distill_trainer`: the labels alone.
+
+    The same fresh model (``trainer.build_model(-1)``), optimizer, rows and seeded batch
+    order as the distilled student, trained with the trainer's own loss; in eval mode.
+    """
+    epochs = trainer.epochs if epochs is None else epochs
+    check_int("epochs", epochs, 1)
+    model = trainer.build_model(-1, device)
+    optimizer = call_with_trial(trainer.optimizer_fn, (model.parameters(),), None)
+    for epoch in range(epochs):
+        trainer.train_epoch(model, optimizer, rows, epoch_generator(trainer.seed, epoch))
+    return model.eval()

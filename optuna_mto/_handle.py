@@ -23,7 +23,7 @@ from optuna_mto._hparams import HyperparamState
 from optuna_mto._logging import get_logger
 from optuna_mto._plan import SplitPlan
 from optuna_mto._retry import retry_transient
-from optuna_mto._schema import TRANSFER_ATTR_PREFIX, step_key
+from optuna_mto._schema import CHECKPOINT_MODEL, TRANSFER_ATTR_PREFIX, step_key
 from optuna_mto._split_trials import transfer_tried
 from optuna_mto._state import apply_state, capture_state, check_compatible, unwrap_model
 from optuna_mto.checkpoints import CheckpointStore
@@ -219,7 +219,7 @@ class SplitHandle:
         if isinstance(state, str):
             return state
         assert self.model is not None
-        check_compatible(unwrap_model(self.model).state_dict(), state["model"])
+        check_compatible(unwrap_model(self.model).state_dict(), state[CHECKPOINT_MODEL])
         return state
 
     def _read_donor(self, record: SplitRecord) -> dict[str, Any] | str:

@@ -32,9 +32,17 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import (
+    CHECKPOINT_HPARAMS,
+    CHECKPOINT_OPTIMIZER,
+    HPARAMS_ATTR_PREFIX,
+    SPLIT_PARAM,
+    step_key,
+)
 from optuna_mto._schema import CURRENT_HPARAMS_ATTR as CURRENT_ATTR
-from optuna_mto._schema import HPARAMS_ATTR_PREFIX
 from optuna_mto._schema import HPARAMS_SOURCE_ATTR as SOURCE_ATTR
+from optuna_mto._schema import HPARAMS_SOURCE_FIELD as SOURCE_FIELD
+from optuna_mto._schema import HPARAMS_VALUES_FIELD as VALUES_FIELD
 
 __all__ = [
     "CURRENT_ATTR",
@@ -45,9 +53,6 @@ __all__ = [
     "retried_params",
     "sync_optimizer_state",
 ]
-
-#: Checkpoint key holding ``{"values": ..., "source": ...}``.
-CHECKPOINT_KEY = "hparams"
 
 #: ``hook(values)``: applies new hyperparameter values to the user's training objects.
 HparamsHook = Callable[[dict[str, Any]], None]
@@ -61,8 +66,8 @@ def retried_params(
     The new trial starts with them, so ``suggest_*`` returns the original values
     instead of asking the sampler again.
     """
-    params = {k: v for k, v in failed.params.items() if k != "split"}
-    dists = {k: v for k, v in failed.distributions.items() if k != "split"}
+    params = {k: v for k, v in failed.params.items() if k != SPLIT_PARAM}
+    dists = {k: v for k, v in failed.distributions.items() if k != SPLIT_PARAM}
     attrs = {k: failed.user_attrs[k] for k in (CURRENT_ATTR, SOURCE_ATTR) if k in failed.user_attrs}
     return params, dists, attrs
 
@@ -132,13 +137,13 @@ class HyperparamState:
     # ------------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> dict[str, Any]:
         """Return what the checkpoint stores."""
-        return {"values": dict(self.values), "source": dict(self.source)}
+        return {VALUES_FIELD: dict(self.values), SOURCE_FIELD: dict(self.source)}
 
     def restore(self, stored: Mapping[str, Any] | None, step: int) -> None:
         """Take the values of a checkpoint the split resumes from."""
         if not stored:
             return
-        values, source = dict(stored.get("values", {})), dict(stored.get("source", {}))
+        values, source = dict(stored.get(VALUES_FIELD, {})), dict(stored.get(SOURCE_FIELD, {}))
         if values == self.values and source == self.source:
             return
         self._set(values, source, step, {"restored": True})
@@ -169,12 +174,13 @@ class HyperparamState:
             The candidate to apply (its optimizer's param groups in step with the
             values) and every change, ``name: [old, new]``.
         """
-        adopted = "optimizer" in taken and taken.get("optimizer") is donor_state.get("optimizer")
+        theirs_optimizer = donor_state.get(CHECKPOINT_OPTIMIZER)
+        adopted = CHECKPOINT_OPTIMIZER in taken and taken[CHECKPOINT_OPTIMIZER] is theirs_optimizer
         values, source = dict(self.values), dict(self.source)
-        if adopted and donor_state.get(CHECKPOINT_KEY):
-            theirs = donor_state[CHECKPOINT_KEY]
-            values.update({k: v for k, v in theirs.get("values", {}).items() if k in values})
-            source = {**theirs.get("source", {}), "via": donor[0], "step": context.step}
+        if adopted and donor_state.get(CHECKPOINT_HPARAMS):
+            theirs = donor_state[CHECKPOINT_HPARAMS]
+            values.update({k: v for k, v in theirs.get(VALUES_FIELD, {}).items() if k in values})
+            source = {**theirs.get(SOURCE_FIELD, {}), "via": donor[0], "step": context.step}
             source.setdefault("split", donor[0])
             source.setdefault("trial", donor[1])
         explore = getattr(manager, "explore_hparams", None)
@@ -183,8 +189,9 @@ class HyperparamState:
             values, explored = explore(values, self.distributions, context)
             if explored:
                 source = {**source, "explored": True, "step": context.step}
-        if "optimizer" in chosen and explored:
-            chosen = {**chosen, "optimizer": sync_optimizer_state(chosen["optimizer"], values)}
+        if CHECKPOINT_OPTIMIZER in chosen and explored:
+            synced = sync_optimizer_state(chosen[CHECKPOINT_OPTIMIZER], values)
+            chosen = {**chosen, CHECKPOINT_OPTIMIZER: synced}
         all_changes = {**changes, **explored}
         if values != self.values or source != self.source:
             self._set(values, source, context.step, {"changes": all_changes}, notify=False)
@@ -195,8 +202,8 @@ class HyperparamState:
         if not stored:
             return
         values = dict(self.values)
-        values.update({k: v for k, v in stored.get("values", {}).items() if k in values})
-        origin = {**stored.get("source", {}), "via": source, "step": step}
+        values.update({k: v for k, v in stored.get(VALUES_FIELD, {}).items() if k in values})
+        origin = {**stored.get(SOURCE_FIELD, {}), "via": source, "step": step}
         if values != self.values or origin != self.source:
             self._set(values, origin, step, {"explorer": source})
 
@@ -219,7 +226,7 @@ class HyperparamState:
     ) -> None:
         old = self.values
         self.values, self.source = values, source
-        key = f"{HPARAMS_ATTR_PREFIX}{step:06d}"
+        key = step_key(HPARAMS_ATTR_PREFIX, step)
         record = {"step": step, "values": values, "source": source, **extra}
         record.setdefault("changes", {k: [old.get(k), v] for k, v in values.items()
                                       if old.get(k) != v})  # fmt: skip

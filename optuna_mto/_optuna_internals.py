@@ -4,7 +4,8 @@ optuna-mto needs a few things Optuna does not export: the storage and id behind 
 ``Study`` and a ``Trial`` (to write system attributes and create trials from a
 template, as Optuna's own samplers and callbacks do), the RDB storage behind Optuna's
 cache wrapper (to open optuna-mto's tables in the same database), the artifact store
-protocol and artifact metadata, and the ``experimental`` markers.
+protocol and artifact metadata, the ``experimental`` markers, and the module of Optuna's
+SQL models (which the fork server preloads).
 
 Checked against Optuna 5.0.0 (the oldest supported, ``scripts/ci_oldest.sh``) and the
 version in ``requirements/dev.txt``. When a new Optuna moves one of these, this module
@@ -25,6 +26,7 @@ __all__ = [
     "ArtifactStore",
     "experimental_class",
     "experimental_func",
+    "import_rdb_models",
     "rdb_backend",
     "storage_of",
     "study_id_of",
@@ -55,3 +57,8 @@ def rdb_backend(storage: BaseStorage) -> BaseStorage:
     """
     backend = getattr(storage, "_backend", storage)
     return backend if isinstance(backend, (RDBStorage, BaseStorage)) else storage
+
+
+def import_rdb_models() -> None:
+    """Import Optuna's SQL models and what they import, as opening an ``RDBStorage`` does."""
+    import optuna.storages._rdb.models  # noqa: F401

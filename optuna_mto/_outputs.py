@@ -36,15 +36,8 @@ from optuna_mto._validation import check_choice
 if TYPE_CHECKING:
     from optuna_mto._study import MTOStudy
 
-__all__ = [
-    "build_ensemble",
-    "build_soup",
-    "ensemble_state_dict",
-    "export_ensemble",
-    "score_outputs",
-    "score_outputs_after_optimize",
-    "write_file",
-]
+__all__ = ["build_ensemble", "build_soup", "ensemble_state_dict", "export_ensemble", "export_soup",
+           "score_outputs", "score_outputs_after_optimize", "write_file"]  # fmt: skip
 
 _logger = get_logger(__name__)
 _SOUPS = ("uniform", "greedy")
@@ -77,10 +70,6 @@ def _best_states(
     store = study._rt.store
     return {s: store.load(checkpoint_of(t), map_location=map_location)["model"]
             for s, t in trials.items()}  # fmt: skip
-
-
-def _lineages(trials: Mapping[int, Any]) -> dict[int, list[int]]:
-    return {s: list(t.system_attrs.get(LINEAGE_KEY, [s])) for s, t in trials.items()}
 
 
 def build_ensemble(
@@ -180,6 +169,21 @@ def export_ensemble(
     return write_file(study, state, path, register), state[EXTRA_STATE_KEY], left_out
 
 
+def _soup_states(study: MTOStudy, splits: Sequence[int] | None, check_ancestry: bool) -> dict:
+    trials = _finished(study, splits)
+    lineages = {s: list(t.system_attrs.get(LINEAGE_KEY, [s])) for s, t in trials.items()}
+    if check_ancestry and len(trials) > 1 and not shared_ancestry(lineages):
+        raise ValueError(
+            f"The models of splits {sorted(trials)} share no ancestry (lineages {lineages}): "
+            "they were trained from independent initialisations, and the average of such "
+            "weights scores near chance. Use study.ensemble(...) to combine them, a "
+            "transfer strategy that copies weights (GreedyTransfer, PBTTransfer) so the "
+            "splits share ancestry, or check_ancestry=False if they share an "
+            "initialisation the lineage cannot see (e.g. one pretrained checkpoint)."
+        )
+    return _best_states(study, trials)
+
+
 def build_soup(
     study: MTOStudy,
     model_fn: Callable[[], nn.Module],
@@ -196,18 +200,7 @@ def build_soup(
         it, and its score on ``indices`` (NaN when not scored).
     """
     check_choice("method", method, _SOUPS)
-    trials = _finished(study, splits)
-    lineages = _lineages(trials)
-    if check_ancestry and len(trials) > 1 and not shared_ancestry(lineages):
-        raise ValueError(
-            f"The models of splits {sorted(trials)} share no ancestry (lineages {lineages}): "
-            "they were trained from independent initialisations, and the average of such "
-            "weights scores near chance. Use study.ensemble(...) to combine them, a "
-            "transfer strategy that copies weights (GreedyTransfer, PBTTransfer) so the "
-            "splits share ancestry, or check_ancestry=False if they share an "
-            "initialisation the lineage cannot see (e.g. one pretrained checkpoint)."
-        )
-    states = _best_states(study, trials)
+    states = _soup_states(study, splits, check_ancestry)
 
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         model = model_fn()
@@ -292,24 +285,31 @@ def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any)
         score_outputs(study, model_fn, evaluate, rows)
 
 
-def announce_default_output(study: MTOStudy) -> None:
-    """Name the study's default output once it is complete (the ensemble of its K models).
+def export_soup(
+    study: MTOStudy, path: str | os.PathLike[str], *, allow_incomplete: bool = False
+) -> tuple[Path, list[int]]:
+    """Write the uniform soup's ``state_dict`` (no model needed); return it and its splits."""
+    if not allow_incomplete:
+        refuse_incomplete(study.study_name, study.summary(), "a soup would miss the "
+                          "unfinished splits", "allow_incomplete=True")  # fmt: skip
+    states = _soup_states(study, None, True)
+    return write_file(study, average_states(list(states.values())), path, True), sorted(states)
 
-    With scored outputs (a selection set), the line gives the ensemble's and the single
-    chosen model's scores on the rows no split trained on.
-    """
-    summary = study.summary()
+
+def announce_default_output(study: MTOStudy) -> None:
+    """Name a complete study's default output (the ensemble or, per its manager, the soup)."""
+    summary, key = study.summary(), study.transfer.default_output
     if not summary.complete:
         return
-    scored = summary.outputs or {}
-    ens, single = scored.get("ensemble", {}), scored.get("single", {})
-    scores = ""
-    if "score" in ens and "score" in single:
-        scores = (f" (on the {scored['rows']} selection rows: ensemble {ens['score']:.4f}, "
+    name, scored = key.replace("_", " "), summary.outputs or {}  # "ensemble", "uniform soup"
+    main, single, scores = scored.get(key, {}), scored.get("single", {}), ""
+    if "score" in main and "score" in single:
+        scores = (f" (on the {scored['rows']} selection rows: {name} {main['score']:.4f}, "
                   f"best single split {single['score']:.4f})")  # fmt: skip
     _logger.info(
-        "Study %r is complete. Its default output is the ensemble of its %d models%s: "
-        "study.ensemble(make_model), study.export_ensemble(path) or optuna-mto export; "
-        "study.load_best_model(model) gives the best split's model alone.",
-        study.study_name, len(summary.ranking), scores,
+        "Study %r is complete. Its default output is the %s of its %d models%s: study.%s or "
+        "optuna-mto export; study.load_best_model(model) gives the best split's model alone.",
+        study.study_name, name, len(summary.ranking), scores,
+        "soup(make_model, 'uniform')" if key == "uniform_soup"
+        else "ensemble(make_model), study.export_ensemble(path)",
     )  # fmt: skip

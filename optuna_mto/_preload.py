@@ -27,12 +27,12 @@ import os
 import alembic.command  # noqa: F401
 import alembic.migration  # noqa: F401
 import alembic.script  # noqa: F401
-import optuna.storages._rdb.models  # noqa: F401
 import torch._dynamo  # noqa: F401
 
 import optuna_mto  # noqa: F401
 from optuna_mto import _main_guard
 from optuna_mto._main_guard import MAIN_ENV
+from optuna_mto._optuna_internals import import_rdb_models
 
 __all__: list[str] = []
 
@@ -53,4 +53,5 @@ def _import_main() -> None:
         del current._inheriting  # type: ignore[attr-defined]
 
 
+import_rdb_models()
 _import_main()

@@ -19,10 +19,16 @@ import optuna
 from optuna_mto._board import SplitRecord, wait_for_step
 from optuna_mto._events import ReportResult
 from optuna_mto._handle import Shared, SplitHandle
-from optuna_mto._hparams import CHECKPOINT_KEY
 from optuna_mto._ledger import CheckpointLedger
-from optuna_mto._resume import STRATEGY_KEY
 from optuna_mto._retry import retry_transient
+from optuna_mto._schema import (
+    CHECKPOINT_FITNESS,
+    CHECKPOINT_HPARAMS,
+    CHECKPOINT_LINEAGE,
+    CHECKPOINT_RNG,
+    CHECKPOINT_STEP,
+    CHECKPOINT_STRATEGY,
+)
 from optuna_mto._state import get_rng_state
 from optuna_mto.transfer import TransferContext
 
@@ -76,10 +82,11 @@ def _context(
 def _checkpoint_state(handle: SplitHandle, step: int, fitness: float) -> dict[str, object]:
     # Serialised right away, so the live tensors need no copy.
     state = handle.capture(clone=False)
-    state.update(step=step, fitness=fitness, rng=get_rng_state(handle.device),
-                 lineage=list(handle.lineage))  # fmt: skip
+    state.update({CHECKPOINT_STEP: step, CHECKPOINT_FITNESS: fitness,
+                  CHECKPOINT_RNG: get_rng_state(handle.device),
+                  CHECKPOINT_LINEAGE: list(handle.lineage)})  # fmt: skip
     if handle.state:
-        state[STRATEGY_KEY] = handle.state
+        state[CHECKPOINT_STRATEGY] = handle.state
     if handle.hparams.values:
-        state[CHECKPOINT_KEY] = handle.hparams.to_checkpoint()
+        state[CHECKPOINT_HPARAMS] = handle.hparams.to_checkpoint()
     return state

@@ -9,19 +9,29 @@ import optuna
 from optuna_mto._board import SplitRecord
 from optuna_mto._errors import CheckpointError
 from optuna_mto._handle import SplitHandle
-from optuna_mto._hparams import CHECKPOINT_KEY
 from optuna_mto._ledger import CheckpointLedger
 from optuna_mto._logging import get_logger
 from optuna_mto._optuna_internals import trial_id_of
 from optuna_mto._retry import retry_transient
-from optuna_mto._schema import RESUMED_FROM_ATTR, RESUMED_FROM_KEY, STEP_ATTR_PREFIXES
+from optuna_mto._schema import (
+    BAD_CHECKPOINT_ATTR_PREFIX,
+    CHECKPOINT_FITNESS,
+    CHECKPOINT_HPARAMS,
+    CHECKPOINT_LINEAGE,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_RNG,
+    CHECKPOINT_STEP,
+    CHECKPOINT_STRATEGY,
+    RELATIONS_FIELD,
+    RESUMED_FROM_ATTR,
+    RESUMED_FROM_KEY,
+    STEP_ATTR_PREFIXES,
+)
 from optuna_mto._state import check_compatible, set_rng_state, unwrap_model
 
-__all__ = ["STRATEGY_KEY", "carry_history", "resume"]
+__all__ = ["carry_history", "resume"]
 
 _logger = get_logger(__name__)
-#: Checkpoint key of the strategy's per-split state (``SplitHandle.state``).
-STRATEGY_KEY = "strategy"
 
 
 def resume(
@@ -50,23 +60,23 @@ def resume(
             state = retry_transient(store.load, ref, map_location=handle.device)
         except CheckpointError as err:
             _logger.warning("Split %d: cannot resume from %s: %s", handle.split, ref, err)
-            trial.set_user_attr(f"bad_checkpoint:{ref.artifact_id}", str(err))
+            trial.set_user_attr(BAD_CHECKPOINT_ATTR_PREFIX + ref.artifact_id, str(err))
             continue
         assert handle.model is not None
-        check_compatible(unwrap_model(handle.model).state_dict(), state["model"])
+        check_compatible(unwrap_model(handle.model).state_dict(), state[CHECKPOINT_MODEL])
         handle.apply(state)
-        if "rng" in state:
-            set_rng_state(state["rng"], handle.device)
-        step = int(state["step"])
-        handle.lineage = [int(s) for s in state.get("lineage", [handle.split])]
+        if CHECKPOINT_RNG in state:
+            set_rng_state(state[CHECKPOINT_RNG], handle.device)
+        step = int(state[CHECKPOINT_STEP])
+        handle.lineage = [int(s) for s in state.get(CHECKPOINT_LINEAGE, [handle.split])]
         handle.state = dict(_strategy_state(state))
-        handle.hparams.restore(state.get(CHECKPOINT_KEY), step)
+        handle.hparams.restore(state.get(CHECKPOINT_HPARAMS), step)
         handle.hparams.notify()
         best = (record.best_fitness, record.best_step, record.best_checkpoint)
         best_lineage = list(record.best_lineage or handle.lineage)
         if record.best_step > step:  # the best came later than what we resume from
-            best, best_lineage = (float(state["fitness"]), step, ref), list(handle.lineage)
-        ledger.resumed(ref, best, best_lineage, step, float(state["fitness"]))
+            best, best_lineage = (float(state[CHECKPOINT_FITNESS]), step, ref), list(handle.lineage)
+        ledger.resumed(ref, best, best_lineage, step, float(state[CHECKPOINT_FITNESS]))
         carry_history(trial, record.trial_id, step)
         for other in candidates[:2]:
             if other is not None and other not in (ref, best[2]):
@@ -77,10 +87,11 @@ def resume(
 
 
 def _strategy_state(state: dict[str, Any]) -> dict[str, Any]:
-    if STRATEGY_KEY in state:
-        return state[STRATEGY_KEY]
+    if CHECKPOINT_STRATEGY in state:
+        return state[CHECKPOINT_STRATEGY]
     # Format 1 kept AdaptiveTransfer's relation scores at the top level.
-    return {"relations": state["relations"]} if state.get("relations") else {}
+    relations = state.get(RELATIONS_FIELD)
+    return {RELATIONS_FIELD: relations} if relations else {}
 
 
 def carry_history(trial: optuna.Trial, failed_trial_id: int, step: int) -> None:

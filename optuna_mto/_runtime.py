@@ -19,7 +19,7 @@ from optuna_mto._config import StudyConfig
 from optuna_mto._optuna_internals import ArtifactStore, storage_of, study_id_of
 from optuna_mto._optuna_parts import rebuild
 from optuna_mto._plan import SplitPlan
-from optuna_mto._schema import CONFIG_KEY, OPTUNA_PARTS_KEY
+from optuna_mto._schema import ARTIFACT_ID_PREFIX, CONFIG_KEY, OPTUNA_PARTS_KEY
 from optuna_mto._splits import make_splitter
 from optuna_mto._storage import default_home, get_engine, mask_url, open_storage, storage_url
 from optuna_mto.checkpoints import (
@@ -151,7 +151,7 @@ def checkpoint_store(
         )
     else:
         store = given
-    return CheckpointStore(store, prefix="mto")
+    return CheckpointStore(store, prefix=ARTIFACT_ID_PREFIX)
 
 
 def open_runtime(

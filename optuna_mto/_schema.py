@@ -1,4 +1,4 @@
-"""Everything optuna-mto stores, named once: keys, prefixes, tables and the format version.
+"""Every name optuna-mto stores, spelled once: keys, prefixes, tables, checkpoint fields.
 
 A study lives in an Optuna storage plus a few tables of optuna-mto's own in the same
 database. Nothing else in the package spells a stored name; it imports it from here.
@@ -16,16 +16,29 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "ARTIFACT_ID_PREFIX",
+    "ATTEMPT_ATTR",
     "ATTEMPT_KEY",
+    "BAD_CHECKPOINT_ATTR_PREFIX",
     "BEST_KEY",
     "BOARD_PREFIX_V1",
     "BOARD_TABLE",
     "CALLBACK_FAILURES_PREFIX",
+    "CHECKPOINT_FITNESS",
+    "CHECKPOINT_HPARAMS",
+    "CHECKPOINT_LINEAGE",
+    "CHECKPOINT_MODEL",
+    "CHECKPOINT_OPTIMIZER",
+    "CHECKPOINT_RNG",
+    "CHECKPOINT_SCHEDULER",
+    "CHECKPOINT_STEP",
+    "CHECKPOINT_STRATEGY",
     "CONFIG_KEY",
     "CROSS_SCORES_ATTR",
     "CROSS_SCORES_KEY",
     "CURRENT_HPARAMS_ATTR",
     "DATASET_KEY",
+    "DEVICE_ATTR",
     "EXPLORER_EPOCHS_ATTR",
     "FAILED_AT_START_KEY",
     "FAIL_REASON_KEY",
@@ -33,25 +46,35 @@ __all__ = [
     "FORMAT_VERSION",
     "HPARAMS_ATTR_PREFIX",
     "HPARAMS_SOURCE_ATTR",
+    "HPARAMS_SOURCE_FIELD",
+    "HPARAMS_VALUES_FIELD",
     "LIGHTNING_LOOP_PREFIX",
     "LINEAGE_KEY",
+    "NUMPY_STATE_FIELDS",
     "OBJECTIVE_VALUE_ATTR",
     "OPTUNA_PARTS_KEY",
     "OUTPUTS_KEY",
     "OVERLAP_KEY",
     "PRUNED_KEY",
     "RELATIONS_ATTR_PREFIX",
+    "RELATIONS_FIELD",
     "RESUMED_FROM_ATTR",
     "RESUMED_FROM_KEY",
     "RETRIED_FROM_KEY",
+    "RNG_CUDA",
+    "RNG_NUMPY",
+    "RNG_PYTHON",
+    "RNG_TORCH",
     "SELECTION_SCORE_ATTR",
     "SELECTION_SCORE_KEY",
+    "SPLIT_ATTR",
     "SPLIT_KEY",
     "SPLIT_PARAM",
     "STEP_ATTR_PREFIXES",
     "TASK_KEY",
     "TRAIN_EPOCHS_ATTR",
     "TRANSFER_ATTR_PREFIX",
+    "WORKER_ATTR",
     "artifacts_table",
     "board_table",
     "chunks_table",
@@ -107,6 +130,11 @@ PRUNED_KEY = "mto:pruned"
 RESUMED_FROM_KEY = "mto:resumed_from_step"
 
 # Trial user attributes (shown in optuna-dashboard).
+#: Set when a split's trial is created: which split and attempt it runs, where, by whom.
+SPLIT_ATTR = "split"
+ATTEMPT_ATTR = "attempt"
+DEVICE_ATTR = "device"
+WORKER_ATTR = "worker"
 CROSS_SCORES_ATTR = "cross_split_scores"
 SELECTION_SCORE_ATTR = "selection_score"
 RESUMED_FROM_ATTR = "resumed_from_step"
@@ -116,6 +144,8 @@ TRAIN_EPOCHS_ATTR = "train_epochs"
 EXPLORER_EPOCHS_ATTR = "explorer_epochs"
 CURRENT_HPARAMS_ATTR = "current_hparams"
 HPARAMS_SOURCE_ATTR = "hparams_source"
+#: User attribute prefix, ``<prefix><artifact id>``: a checkpoint a resume could not load.
+BAD_CHECKPOINT_ATTR_PREFIX = "bad_checkpoint:"
 #: Per-step user attributes, ``<prefix><step:06d>``: one transfer event per step.
 TRANSFER_ATTR_PREFIX = "transfer:"
 #: The receiver's relation scores after an explorer was judged (AdaptiveTransfer).
@@ -130,6 +160,35 @@ def step_key(prefix: str, step: int) -> str:
     """Return the per-step attribute key of ``prefix`` at ``step`` (sorts by step)."""
     return f"{prefix}{step:06d}"
 
+
+# --------------------------------------------------------------------------- checkpoints
+#: Fields of a split's checkpoint (``_state.capture_state``, ``_report``): the weights and
+#: the optimizer's and LR scheduler's states, the report step, its fitness, the RNG states,
+#: the splits whose weights the model holds.
+CHECKPOINT_MODEL = "model"
+CHECKPOINT_OPTIMIZER = "optimizer"
+CHECKPOINT_SCHEDULER = "scheduler"
+CHECKPOINT_STEP = "step"
+CHECKPOINT_FITNESS = "fitness"
+CHECKPOINT_RNG = "rng"
+CHECKPOINT_LINEAGE = "lineage"
+#: Checkpoint field: the transfer strategy's per-split state (``SplitHandle.state``).
+CHECKPOINT_STRATEGY = "strategy"
+#: Checkpoint field: the split's hyperparameters, ``{"values": ..., "source": ...}``.
+CHECKPOINT_HPARAMS = "hparams"
+HPARAMS_VALUES_FIELD = "values"
+HPARAMS_SOURCE_FIELD = "source"
+#: AdaptiveTransfer's relation scores in the strategy state (format 1: at the top level).
+RELATIONS_FIELD = "relations"
+#: The RNG states under :data:`CHECKPOINT_RNG` (``_state.get_rng_state``).
+RNG_TORCH = "torch"
+RNG_PYTHON = "python"
+RNG_NUMPY = "numpy"
+RNG_CUDA = "cuda"
+#: The fields of :data:`RNG_NUMPY`: ``np.random.get_state()[1:]``, in that order.
+NUMPY_STATE_FIELDS = ("keys", "pos", "has_gauss", "cached_gaussian")
+#: First part of every checkpoint's artifact id (``CheckpointStore``).
+ARTIFACT_ID_PREFIX = "mto"
 
 # --------------------------------------------------------------------------- tables
 METADATA = sa.MetaData()

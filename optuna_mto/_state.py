@@ -9,6 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from optuna_mto._schema import (
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_SCHEDULER,
+    NUMPY_STATE_FIELDS,
+    RNG_CUDA,
+    RNG_NUMPY,
+    RNG_PYTHON,
+    RNG_TORCH,
+)
+
 __all__ = [
     "apply_state",
     "capture_state",
@@ -52,11 +63,11 @@ def capture_state(
             serialise them at once.
     """
     keep = copy.deepcopy if clone else (lambda x: x)
-    state: dict[str, Any] = {"model": keep(unwrap_model(model).state_dict())}
+    state: dict[str, Any] = {CHECKPOINT_MODEL: keep(unwrap_model(model).state_dict())}
     if optimizer is not None:
-        state["optimizer"] = keep(optimizer.state_dict())
+        state[CHECKPOINT_OPTIMIZER] = keep(optimizer.state_dict())
     if scheduler is not None:
-        state["scheduler"] = keep(scheduler.state_dict())
+        state[CHECKPOINT_SCHEDULER] = keep(scheduler.state_dict())
     return state
 
 
@@ -64,11 +75,11 @@ def apply_state(
     state: dict[str, Any], model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None
 ) -> None:
     """Load ``state`` (from :func:`capture_state` or a checkpoint) into the objects given."""
-    unwrap_model(model).load_state_dict(state["model"])
-    if optimizer is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
+    unwrap_model(model).load_state_dict(state[CHECKPOINT_MODEL])
+    if optimizer is not None and CHECKPOINT_OPTIMIZER in state:
+        optimizer.load_state_dict(state[CHECKPOINT_OPTIMIZER])
+    if scheduler is not None and CHECKPOINT_SCHEDULER in state:
+        scheduler.load_state_dict(state[CHECKPOINT_SCHEDULER])
 
 
 def get_rng_state(device: torch.device | None = None) -> dict[str, Any]:
@@ -80,18 +91,19 @@ def get_rng_state(device: torch.device | None = None) -> dict[str, Any]:
             CUDA, or a context on another GPU, just to save a checkpoint.
     """
     np_state = np.random.get_state()
+    np_fields = (
+        torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        int(np_state[2]),
+        int(np_state[3]),
+        float(np_state[4]),
+    )
     state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
+        RNG_TORCH: torch.get_rng_state(),
+        RNG_PYTHON: random.getstate(),
+        RNG_NUMPY: dict(zip(NUMPY_STATE_FIELDS, np_fields, strict=True)),
     }
     if device is not None and device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+        state[RNG_CUDA] = torch.cuda.get_rng_state(device)
     return state
 
 
@@ -103,16 +115,14 @@ def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> 
         device: The device the split trains on now. A saved CUDA state is restored onto
             it (also when the split was on another GPU before); on the CPU it is ignored.
     """
-    torch.set_rng_state(state["torch"].cpu())
-    version, internal, gauss = state["python"]
+    torch.set_rng_state(state[RNG_TORCH].cpu())
+    version, internal, gauss = state[RNG_PYTHON]
     random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    keys = np_state["keys"].cpu().numpy().astype(np.uint32)  # loaded onto a GPU, maybe
-    np.random.set_state(
-        ("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
-    )
-    if "cuda" in state and device is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    keys, pos, has_gauss, cached_gaussian = (state[RNG_NUMPY][f] for f in NUMPY_STATE_FIELDS)
+    keys = keys.cpu().numpy().astype(np.uint32)  # loaded onto a GPU, maybe
+    np.random.set_state(("MT19937", keys, pos, has_gauss, cached_gaussian))
+    if RNG_CUDA in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state[RNG_CUDA].cpu(), device)
 
 
 def check_compatible(own: dict[str, torch.Tensor], donor: dict[str, torch.Tensor]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import torch
 
-from optuna_mto import _outputs
+from optuna_mto import _distill_study, _outputs
 from optuna_mto._board import Blackboard, SplitRecord
 from optuna_mto._claims import ClaimTable
 from optuna_mto._dataset import dataset_info
@@ -298,6 +298,10 @@ class MTOStudy:
             info = dataset_info(self._rt)
             kwargs["indices"] = None if info is None else self.selection_indices(info["n_samples"])
         return _outputs.build_soup(self, model_fn, method, **kwargs)
+
+    # One model from the K, by distillation (documented in optuna_mto._distill_study).
+    teacher_targets = _distill_study.study_teacher_targets
+    distill = _distill_study.study_distill
 
     def records(self) -> dict[int, SplitRecord]:
         """Return the latest published record of each split (the blackboard)."""

@@ -29,13 +29,17 @@ from optuna_mto._optuna_internals import rdb_backend, storage_of, study_id_of, t
 from optuna_mto._retry import TRANSIENT_ERRORS, retry_transient
 from optuna_mto._runtime import StudyRuntime
 from optuna_mto._schema import (
+    ATTEMPT_ATTR,
     ATTEMPT_KEY,
+    DEVICE_ATTR,
     FAIL_REASON_KEY,
     FAILED_AT_START_KEY,
     OBJECTIVE_VALUE_ATTR,
     RETRIED_FROM_KEY,
+    SPLIT_ATTR,
     SPLIT_KEY,
     SPLIT_PARAM,
+    WORKER_ATTR,
 )
 from optuna_mto._trial import SplitTrial
 
@@ -183,10 +187,10 @@ class Worker:
             params={SPLIT_PARAM: split, **params},
             distributions={SPLIT_PARAM: split_distribution, **dists},
             user_attrs={
-                "split": split,
-                "attempt": attempt,
-                "device": self.device,
-                "worker": self.name,
+                SPLIT_ATTR: split,
+                ATTEMPT_ATTR: attempt,
+                DEVICE_ATTR: self.device,
+                WORKER_ATTR: self.name,
                 **kept_attrs,
             },  # fmt: skip
             system_attrs=system_attrs,

@@ -85,6 +85,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     objective = load_attr(args.objective)
     dataset = load_attr(args.dataset) if args.dataset else None
     evaluate = load_attr(args.evaluate) if args.evaluate else None
+    from optuna_mto._distributed import follow_cli  # torchrun: ranks > 0 follow rank 0
+
+    if (status := follow_cli(objective, args.device, args.n_jobs)) is not None:
+        return status  # without opening the study: rank 0 alone runs its trials
     study = _open(args)
     if args.device == "auto":  # the GPU the scheduler's LOCAL_RANK, SLURM_LOCALID... name
         from optuna_mto._device_env import auto_devices
@@ -119,6 +123,14 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     study = _open(args)
+    chosen = args.best or args.split is not None or args.ensemble or args.soup
+    if args.soup or (not chosen and study.transfer.default_output == "uniform_soup"):
+        from optuna_mto._outputs import export_soup
+
+        path, splits = export_soup(study, args.output)
+        print(f"exported the uniform soup of splits {splits} to {path}; load it with "
+              f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))")  # fmt: skip
+        return 0
     if not (args.best or args.split is not None):  # the default output: the ensemble
         from optuna_mto._outputs import export_ensemble
 
@@ -236,7 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     summary.set_defaults(func=_cmd_summary)
 
     export = sub.add_parser(
-        "export", help="write the study's default output (the ensemble of its K models)"
+        "export",
+        help="write the study's default output (the ensemble of its K models; the "
+        "uniform soup of their weights for AveragingTransfer studies)",
     )
     study_args(export)
     export.add_argument("--output", "-o", required=True, help="file to write (torch.save)")
@@ -244,8 +258,12 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--best", action="store_true", help="the best split's model alone")
     which.add_argument("--split", type=int, default=None, help="one split's model")
     which.add_argument(
-        "--ensemble", action="store_true", help="all K splits' models as one ensemble (default)"
+        "--ensemble", action="store_true", help="all K splits' models as one ensemble"
     )
+    which.add_argument(
+        "--soup", action="store_true", help="the K splits' weights averaged into one model "
+        "(needs splits that share a start, e.g. AveragingTransfer)",
+    )  # fmt: skip
     export.set_defaults(func=_cmd_export)
 
     transfers = sub.add_parser("transfers", help="list the transfer events")

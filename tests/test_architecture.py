@@ -108,6 +108,38 @@ def test_visualization_is_a_leaf() -> None:
     assert importers == ["optuna_mto._optimize", "optuna_mto.cli"]
 
 
+def _is_private_optuna(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return parts[0] == "optuna" and any(part.startswith("_") for part in parts[1:])
+
+
+def _private_optuna_imports(tree: ast.AST) -> list[str]:
+    """Optuna's private modules and names imported anywhere in ``tree``, as dotted paths.
+
+    Every form counts: ``import optuna.x._y``, ``from optuna.x._y import z``, ``from
+    optuna.x import _y``, ``import_module("optuna.x._y")``, inside a function or under
+    ``if TYPE_CHECKING:`` too.
+    """
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if _is_private_optuna(a.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            paths = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found.update(path for path in paths if _is_private_optuna(path))
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and _is_private_optuna(node.args[0].value)
+        ):
+            found.add(node.args[0].value)
+    return sorted(found)
+
+
 @pytest.mark.parametrize("name", sorted(_modules()))
 def test_optuna_internals_only_through_the_adapter(name: str) -> None:
     if name == "optuna_mto._optuna_internals":
@@ -122,17 +154,33 @@ def test_optuna_internals_only_through_the_adapter(name: str) -> None:
             and not (isinstance(node.value, ast.Name) and node.value.id == "self")
         }
     )
-    modules = sorted(
-        {
-            node.module
-            for node in _runtime_imports(tree)
-            if isinstance(node, ast.ImportFrom)
-            and node.module
-            and node.module.startswith("optuna.")
-            and any(part.startswith("_") for part in node.module.split("."))
-        }
-    )
+    modules = _private_optuna_imports(tree)
     assert (private, modules) == ([], []), f"use optuna_mto._optuna_internals in {name}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import optuna.storages._rdb.models",
+        "import optuna.storages._rdb.models as models",
+        "from optuna.storages._rdb import models",
+        "from optuna.storages import _rdb",
+        "from optuna import _experimental",
+        "def f():\n    import optuna._imports",
+        "if TYPE_CHECKING:\n    from optuna.storages._cached_storage import _CachedStorage",
+        "importlib.import_module('optuna.storages._rdb.models')",
+    ],
+)
+def test_the_adapter_check_finds_every_private_import_form(source: str) -> None:
+    assert _private_optuna_imports(ast.parse(source)) != []
+
+
+def test_the_adapter_check_allows_public_optuna() -> None:
+    source = (
+        "import optuna\nimport optuna.storages\nfrom optuna.trial import FrozenTrial\n"
+        "from optuna import distributions\nfrom ._x import y\nimport optuna_dashboard._app"
+    )
+    assert _private_optuna_imports(ast.parse(source)) == []
 
 
 @pytest.mark.parametrize("name", sorted(_modules()))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from optuna_mto._errors import CheckpointError
+from optuna_mto._schema import ARTIFACT_ID_PREFIX
 from optuna_mto.checkpoints._format import deserialize_state, serialize_state, sha256_hex
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class CheckpointStore:
             replaced by ``"_"``.
     """
 
-    def __init__(self, artifact_store: ArtifactStore, prefix: str = "mto") -> None:
+    def __init__(self, artifact_store: ArtifactStore, prefix: str = ARTIFACT_ID_PREFIX) -> None:
         self._artifact_store = artifact_store
         self._prefix = _safe(prefix, _MAX_PREFIX_LEN)
 

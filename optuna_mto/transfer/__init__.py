@@ -15,6 +15,7 @@ from optuna_mto.transfer._adaptive import (
     softmax_select,
     update_relation,
 )
+from optuna_mto.transfer._average import AveragingTransfer, pull_toward_average
 from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
 from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_state
@@ -31,6 +32,7 @@ from optuna_mto.transfer._selection import (
 
 __all__ = [
     "AdaptiveTransfer",
+    "AveragingTransfer",
     "BaseTransferManager",
     "Candidate",
     "Explorer",
@@ -46,6 +48,7 @@ __all__ = [
     "interpolate_state",
     "is_better",
     "is_better_by",
+    "pull_toward_average",
     "select_best",
     "select_tournament",
     "select_uniform",
@@ -58,6 +61,7 @@ _BUILTIN: dict[str, type[BaseTransferManager]] = {
     cls.__name__: cls
     for cls in (
         AdaptiveTransfer,
+        AveragingTransfer,
         GreedyTransfer,
         InterpolateTransfer,
         NoTransfer,

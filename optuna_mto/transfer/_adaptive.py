@@ -12,8 +12,12 @@ import numpy as np
 import torch
 
 from optuna_mto._events import TransferEvent
-from optuna_mto._hparams import CHECKPOINT_KEY
-from optuna_mto._schema import RELATIONS_ATTR_PREFIX
+from optuna_mto._schema import (
+    CHECKPOINT_HPARAMS,
+    CHECKPOINT_MODEL,
+    RELATIONS_ATTR_PREFIX,
+    RELATIONS_FIELD,
+)
 from optuna_mto._state import apply_state, capture_state
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
@@ -24,9 +28,6 @@ if TYPE_CHECKING:
     from optuna_mto._handle import SplitHandle
 
 __all__ = ["AdaptiveTransfer", "Explorer", "relations_of", "softmax_select", "update_relation"]
-
-#: Key of the relation scores in a split's strategy state (``handle.state``).
-_RELATIONS = "relations"
 
 _CRITERIA = ("metric", "loss")
 
@@ -87,7 +88,7 @@ class Explorer:
 
 def relations_of(state: Mapping[str, Any]) -> dict[int, float]:
     """Return the relation scores kept in a split's strategy state, by source split."""
-    return {int(k): float(v) for k, v in state.get(_RELATIONS, {}).items()}
+    return {int(k): float(v) for k, v in state.get(RELATIONS_FIELD, {}).items()}
 
 
 class AdaptiveTransfer(BaseTransferManager):
@@ -167,7 +168,7 @@ class AdaptiveTransfer(BaseTransferManager):
         for k in range(handle.n_splits):
             if k != handle.split:
                 relations.setdefault(k, 0.0)
-        handle.state[_RELATIONS] = {str(k): v for k, v in sorted(relations.items())}
+        handle.state[RELATIONS_FIELD] = {str(k): v for k, v in sorted(relations.items())}
         self._start(context.replace(fitness=fitness, relations=relations), handle)
         return event
 
@@ -189,13 +190,14 @@ class AdaptiveTransfer(BaseTransferManager):
         relations = relations_of(handle.state)
         source = explorer.source
         relations[source] = update_relation(relations.get(source, 0.0), value, score, direction)
-        handle.state[_RELATIONS] = {str(k): v for k, v in sorted(relations.items())}
+        handle.state[RELATIONS_FIELD] = {str(k): v for k, v in sorted(relations.items())}
         # load_state_dict copies, and the explorer is dropped: no clone needed.
         taken = capture_state(explorer.model, explorer.optimizer, explorer.scheduler, clone=False)
         operator, best = "explorer", score
         if self.blend:
             own = handle.capture()
-            blended = {**own, "model": interpolate_state(own["model"], taken["model"], 0.5)}
+            mixed = interpolate_state(own[CHECKPOINT_MODEL], taken[CHECKPOINT_MODEL], 0.5)
+            blended = {**own, CHECKPOINT_MODEL: mixed}
             handle.apply(blended)
             assert handle.model is not None
             blend_score, _ = handle.judge(handle.model, self.criterion)
@@ -242,7 +244,7 @@ class AdaptiveTransfer(BaseTransferManager):
         handle.explorer = Explorer(
             model, optimizer, scheduler, source, record.trial_number, record.step,
             sorted(set(handle.lineage) | set(record.lineage or [source])),
-            donor_state.get(CHECKPOINT_KEY),
+            donor_state.get(CHECKPOINT_HPARAMS),
         )  # fmt: skip
 
     def choose_donor(self, context: TransferContext) -> int | None:

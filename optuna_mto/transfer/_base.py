@@ -130,6 +130,12 @@ class BaseTransferManager(abc.ABC):
     #: it (rows neither model's lineage trained on) or the ``"selection"`` set.
     gate: str = "own"
 
+    #: The study's default output once complete (named at the end of ``optimize`` and
+    #: written by ``optuna-mto export``): ``"ensemble"`` (the K models combined) or
+    #: ``"uniform_soup"`` (their weights averaged into one model; for strategies whose
+    #: splits share one start, such as :class:`~optuna_mto.transfer.AveragingTransfer`).
+    default_output: str = "ensemble"
+
     @property
     def enabled(self) -> bool:
         """False for managers that never transfer."""
@@ -225,22 +231,27 @@ class BaseTransferManager(abc.ABC):
 
 
 def transfer_once(
-    manager: BaseTransferManager, context: TransferContext, handle: SplitHandle
+    manager: BaseTransferManager,
+    context: TransferContext,
+    handle: SplitHandle,
+    donor: int | None = None,
+    gate: str | None = None,
 ) -> TransferEvent | None:
     """One single-donor transfer: choose, load, score candidates, keep the best if better.
 
-    Candidates are judged on the rows of ``manager.gate``; a kept candidate's optimizer
-    state goes through ``manager.explore``, and the donor's hyperparameters come with
-    its optimizer state (the split's ``hparams`` record the change).
+    Candidates are judged on the rows of ``gate`` (default ``manager.gate``); a kept
+    candidate's optimizer state goes through ``manager.explore``, and the donor's
+    hyperparameters come with its optimizer state (the split's ``hparams`` record the
+    change). ``donor`` skips ``manager.choose_donor`` when the caller has chosen.
     """
-    donor = manager.choose_donor(context)
+    donor = manager.choose_donor(context) if donor is None else donor
     if donor is None:
         return None
     record = context.records[donor]
     if record.checkpoint.artifact_id in handle.tried_checkpoints:
         return None  # already scored these exact weights
     handle.tried_checkpoints.add(record.checkpoint.artifact_id)
-    gate = manager.gate
+    gate = manager.gate if gate is None else gate
     rows = handle.gate_rows(gate, record.lineage or [donor])
     before = context.fitness
     if rows is not None and len(rows):

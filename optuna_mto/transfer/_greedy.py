@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from optuna_mto._schema import CHECKPOINT_MODEL
 from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._base import GATES, BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._selection import (
@@ -120,8 +121,8 @@ class GreedyTransfer(BaseTransferManager):
         if self.copy_optimizer:
             yield "copy", donor
         else:
-            keep = {k: v for k, v in own.items() if k != "model"}
-            yield "copy-weights", {**keep, "model": donor["model"]}
+            keep = {k: v for k, v in own.items() if k != CHECKPOINT_MODEL}
+            yield "copy-weights", {**keep, CHECKPOINT_MODEL: donor[CHECKPOINT_MODEL]}
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments."""

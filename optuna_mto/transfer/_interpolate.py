@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from optuna_mto._schema import CHECKPOINT_MODEL
 from optuna_mto.transfer._base import Candidate, TransferContext
 from optuna_mto.transfer._greedy import GreedyTransfer
 
@@ -61,10 +62,10 @@ class InterpolateTransfer(GreedyTransfer):
         self, own: dict[str, Any], donor: dict[str, Any], context: TransferContext
     ) -> Iterator[Candidate]:
         """Yield one blend per alpha, labelled ``"interpolate:<alpha>"``."""
-        keep = {k: v for k, v in own.items() if k != "model"}
+        keep = {k: v for k, v in own.items() if k != CHECKPOINT_MODEL}
         for alpha in self.alphas:
-            blended = interpolate_state(own["model"], donor["model"], alpha)
-            yield f"interpolate:{alpha:g}", {**keep, "model": blended}
+            blended = interpolate_state(own[CHECKPOINT_MODEL], donor[CHECKPOINT_MODEL], alpha)
+            yield f"interpolate:{alpha:g}", {**keep, CHECKPOINT_MODEL: blended}
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments."""

@@ -62,8 +62,12 @@ class RescueTransfer(GreedyTransfer):
     but still learns (early in training the splits learn at different paces) is left
     alone: copying it then costs diversity and buys nothing. The best split's
     weights are then judged on the receiver's validation rows that neither lineage
-    trained on (``gate="unseen"``) and kept only if they score better there. Stalled
-    or diverged training is rescued as by :class:`GreedyTransfer`; a healthy
+    trained on (``gate="unseen"``) and kept only if they score better there. Those rows
+    run out as lineages mix (after one or two transfers, few or no validation rows are
+    unseen by both): with fewer than ``min_gate_rows`` of them the weights are judged
+    on the receiver's whole validation set instead (the event's ``judged_on`` says
+    which). Stalled or diverged training is rescued as by :class:`GreedyTransfer`; a
+    healthy
     population trains as independent splits would, at the cost of nothing but a
     comparison of published numbers at each step.
 
@@ -73,13 +77,16 @@ class RescueTransfer(GreedyTransfer):
         interval: Report steps between looks.
         warmup: First report step with a look.
         patience: Looks without a gain beyond noise after which a split counts as
-            stalled (a diverged split is rescued at once).
+            stalled (a diverged split is rescued at once). The default 2 leaves alone
+            a split that pauses for one look early in training and then learns on.
         z: How many standard errors of the difference an accuracy-like score (in
             [0, 1], maximized) must trail the best other split by.
         tolerance: For other scores (losses): the relative lead of the best other
             split that counts as clearly ahead (0.1: 10% better).
         copy_optimizer: Also take the donor's optimizer (and LR scheduler) state.
         gate: Rows the donor's weights are judged on (see :class:`GreedyTransfer`).
+        min_gate_rows: With ``gate="unseen"``: the fewest unseen rows that judge a
+            donor; with fewer, the receiver's own validation rows judge it.
         synchronous: Wait for the other splits at each transfer step.
         sync_timeout: Longest wait in seconds in synchronous mode.
     """
@@ -89,11 +96,12 @@ class RescueTransfer(GreedyTransfer):
         *,
         interval: int = 1,
         warmup: int = 1,
-        patience: int = 1,
+        patience: int = 2,
         z: float = 3.0,
         tolerance: float = 0.1,
         copy_optimizer: bool = True,
         gate: str = "unseen",
+        min_gate_rows: int = 30,
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
@@ -102,11 +110,13 @@ class RescueTransfer(GreedyTransfer):
             synchronous=synchronous, sync_timeout=sync_timeout,
         )  # fmt: skip
         check_int("patience", patience, 1)
+        check_int("min_gate_rows", min_gate_rows, 0)
         check_number("z", z, 0)
         check_number("tolerance", tolerance, 0)
         self.patience = patience
         self.z = float(z)
         self.tolerance = float(tolerance)
+        self.min_gate_rows = min_gate_rows
 
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Transfer only if the split has diverged, or stalled clearly behind the best."""
@@ -118,13 +128,21 @@ class RescueTransfer(GreedyTransfer):
         own, best = context.fitness, context.others[donor]
         diverged = not math.isfinite(own)
         behind = clearly_behind(own, best, n_rows, context.direction, self.z, self.tolerance)
-        if not behind or not (diverged or stalled):
+        if not behind or not (diverged or stalled) or donor not in context.records:
             return None
-        event = transfer_once(self, context, handle)
+        event = transfer_once(self, context, handle, donor, self._gate(handle, donor, context))
         if event is not None and event.accepted:  # a new start: patience begins again
             handle.state.pop(_BEST, None)
             handle.state[_SINCE] = context.step
         return event
+
+    def _gate(self, handle: SplitHandle, donor: int, context: TransferContext) -> str:
+        """Return the gate to judge ``donor`` on: ``"own"`` when too few rows are unseen."""
+        if self.gate != "unseen":
+            return self.gate
+        lineage = context.records[donor].lineage or [donor]
+        rows = handle.gate_rows("unseen", lineage)
+        return "unseen" if rows is not None and len(rows) >= self.min_gate_rows else "own"
 
     def _stalled(self, context: TransferContext, state: dict[str, Any], n_rows: int) -> bool:
         """Track the split's best score; True after ``patience`` looks without a real gain.
@@ -154,6 +172,7 @@ class RescueTransfer(GreedyTransfer):
             "tolerance": self.tolerance,
             "copy_optimizer": self.copy_optimizer,
             "gate": self.gate,
+            "min_gate_rows": self.min_gate_rows,
         }
         if self.synchronous:
             params.update(synchronous=True, sync_timeout=self.sync_timeout)

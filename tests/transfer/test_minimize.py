@@ -63,6 +63,9 @@ STRATEGIES = {
 }
 #: Strategies that also try donors that raise the receiver's loss.
 TRIES_WORSE = {"GreedyTransfer", "InterpolateTransfer", "PBTTransfer", "AdaptiveTransfer"}
+#: Strategies whose moves are kept unjudged (tested minimizing in their own file):
+#: AveragingTransfer in test_average.py.
+UNJUDGED = {"AveragingTransfer"}
 
 
 def test_every_strategy_of_the_package_is_tested_here():
@@ -72,7 +75,7 @@ def test_every_strategy_of_the_package_is_tested_here():
         if isinstance(getattr(optuna_mto.transfer, name), type)
         and issubclass(getattr(optuna_mto.transfer, name), optuna_mto.transfer.BaseTransferManager)
     }
-    assert names - {"BaseTransferManager", NoTransfer.__name__} == set(STRATEGIES)
+    assert names - {"BaseTransferManager", NoTransfer.__name__} - UNJUDGED == set(STRATEGIES)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

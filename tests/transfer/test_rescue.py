@@ -43,13 +43,11 @@ def test_rescue_parameters_round_trip_and_are_checked():
         RescueTransfer(z=-1)
 
 
-def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
-    """Split 1 never learns (lr 0); the healthy splits 0 and 2 never take a donor."""
+def _stalled_split_study(study_name, digits, manager):
+    """Split 1 never learns (lr 0); splits 0 and 2 learn. Returns the optimized study."""
     x, y = digits
     trainer = digits_trainer(x, y)
-    study = optuna_mto.create_study(
-        study_name=study_name, n_splits=3, transfer=RescueTransfer(), seed=0
-    )
+    study = optuna_mto.create_study(study_name=study_name, n_splits=3, transfer=manager, seed=0)
 
     def objective(trial):
         model = trainer.build_model(trial.split)
@@ -61,11 +59,27 @@ def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
             trial.report(trial.evaluate(model), step, model=model, optimizer=opt)
 
     study.optimize(objective, dataset=(x, y), evaluate=trainer.evaluate)
+    return study
+
+
+def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
+    """The healthy splits 0 and 2 never take a donor; the stalled split 1 is rescued."""
+    study = _stalled_split_study(study_name, digits, RescueTransfer())
     events = study.transfers()
     assert events and {e.receiver for e in events} == {1}
     assert any(e.accepted for e in events)
     scores = study.summary()
     assert min(scores.mean) > 0.5  # the stalled split was rescued
+
+
+@pytest.mark.parametrize(("min_gate_rows", "judged_on"), [(0, "unseen"), (10**6, "own")])
+def test_too_few_unseen_rows_judge_the_donor_on_the_own_validation_rows(
+    study_name, digits, min_gate_rows, judged_on
+):
+    manager = RescueTransfer(min_gate_rows=min_gate_rows)
+    events = _stalled_split_study(study_name, digits, manager).transfers()
+    assert events and {e.judged_on for e in events} == {judged_on}
+    assert any(e.accepted for e in events)
 
 
 def _context(step: int, fitness: float, others: dict[int, float]):
