@@ -26,6 +26,11 @@ __all__ = [
 ]
 
 _SQLITE_TIMEOUT_S = 60
+#: A worker process's connections to a database server: it keeps at most
+#: ``POOL_SIZE`` open between uses (one for the split's thread, one for Optuna's
+#: heartbeat thread) and opens at most ``POOL_SIZE + MAX_OVERFLOW`` at once. Optuna's
+#: tables, the claims, the board and the database artifact store share them (one engine).
+POOL_SIZE, MAX_OVERFLOW = 2, 3
 #: SQLAlchemy's drivers of the usual databases (to name the one a misspelt URL meant).
 _DRIVERS = {
     "postgresql": ("psycopg", "psycopg2", "pg8000", "asyncpg", "psycopg2cffi"),
@@ -158,8 +163,12 @@ def open_storage(
 
     SQLite files get write-ahead logging and a 60 s busy timeout, so that K worker
     processes writing to one file wait for each other instead of failing with
-    "database is locked". Heartbeats (``heartbeat_interval`` seconds) let a killed
-    worker's trial be detected as stale and retried.
+    "database is locked". A database server's connections come from one pool of
+    :data:`POOL_SIZE` kept and :data:`MAX_OVERFLOW` extra connections per process
+    (SQLAlchemy's default would keep up to 5 and open up to 15), so N worker processes
+    hold about 2N of the server's connections; pass an ``RDBStorage`` built with your
+    own ``engine_kwargs`` to size it otherwise. Heartbeats (``heartbeat_interval``
+    seconds) let a killed worker's trial be detected as stale and retried.
 
     Args:
         storage: A database URL or an already-built ``RDBStorage``.
@@ -208,7 +217,7 @@ def open_storage(
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
     else:
-        engine_kwargs["pool_pre_ping"] = True
+        engine_kwargs.update(pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -47,3 +47,45 @@ def test_an_unreachable_server_still_gets_the_server_hint():
         port = sock.getsockname()[1]
     with pytest.raises(ValueError, match="Check that the database server is running"):
         open_storage(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+
+
+@pytest.mark.postgres
+def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, study_name):
+    """Each process keeps at most POOL_SIZE connections and opens at most 5 at once."""
+    import threading
+    import uuid
+
+    import sqlalchemy as sa
+    from _models import digits_trainer
+    from conftest import postgres_url
+
+    import optuna_mto
+    from optuna_mto._storage import MAX_OVERFLOW, POOL_SIZE, get_engine
+
+    app = f"mto-{uuid.uuid4().hex[:8]}"
+    url = sa.make_url(postgres_url()).update_query_dict({"application_name": app})
+    url = url.render_as_string(hide_password=False)
+    study = optuna_mto.create_study(study_name=study_name, storage=url, n_splits=3, seed=0)
+    pool = get_engine(study.study._storage).pool
+    assert (pool.size(), pool._max_overflow) == (POOL_SIZE, MAX_OVERFLOW)
+
+    admin = sa.create_engine(postgres_url(), poolclass=sa.pool.NullPool)
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a")
+    counts, done = [], threading.Event()
+
+    def sample() -> None:
+        with admin.connect() as conn:
+            while not done.wait(0.05):
+                counts.append(int(conn.execute(query, {"a": app}).scalar()))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        study.optimize(digits_trainer(*digits, epochs=3), n_jobs=3, executor="process")
+    finally:
+        done.set()
+        sampler.join()
+        admin.dispose()
+    assert study.summary().complete
+    processes = 3 + 1  # the workers and this process
+    assert 0 < max(counts) <= processes * (POOL_SIZE + MAX_OVERFLOW)
