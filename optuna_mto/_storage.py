@@ -191,6 +191,15 @@ def open_storage(
     """
     if isinstance(storage, optuna.storages.BaseStorage):
         backend = getattr(storage, "_backend", storage)
+        if type(backend).__name__ == "GrpcStorageProxy":
+            raise ValueError(
+                "optuna-mto cannot run through a GrpcStorageProxy: its split claims (an atomic "
+                "insert-if-absent), weight board and checkpoints are SQL tables beside "
+                "Optuna's in the same database, which the proxy does not carry. Give every "
+                "worker the database URL itself (each worker process holds about 2 "
+                "connections); for more workers than max_connections allows, put a "
+                "connection pooler such as PgBouncer in front of PostgreSQL."
+            )
         if not isinstance(backend, RDBStorage):
             raise ValueError(
                 "optuna-mto needs a database storage (RDBStorage), but got "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 
+import optuna
 import pytest
 
 from optuna_mto._storage import open_storage
@@ -89,3 +90,26 @@ def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, st
     assert study.summary().complete
     processes = 3 + 1  # the workers and this process
     assert 0 < max(counts) <= processes * (POOL_SIZE + MAX_OVERFLOW)
+
+
+def test_a_grpc_storage_proxy_is_refused_with_the_reason_and_the_way_out(tmp_path):
+    """Optuna's gRPC proxy carries Optuna's storage API only, not optuna-mto's tables."""
+    pytest.importorskip("grpc")
+    import threading
+
+    from optuna.storages import GrpcStorageProxy, RDBStorage, run_grpc_proxy_server
+
+    import optuna_mto
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = RDBStorage(f"sqlite:///{tmp_path / 'proxied.db'}")
+    server = threading.Thread(
+        target=run_grpc_proxy_server, args=(backend,), kwargs={"port": port}, daemon=True
+    )
+    server.start()
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        proxy = GrpcStorageProxy(host="localhost", port=port)
+    with pytest.raises(ValueError, match="cannot run through a GrpcStorageProxy.*PgBouncer"):
+        optuna_mto.create_study(study_name="proxied", storage=proxy, n_splits=2)
