@@ -87,6 +87,10 @@ class RescueTransfer(GreedyTransfer):
         gate: Rows the donor's weights are judged on (see :class:`GreedyTransfer`).
         min_gate_rows: With ``gate="unseen"``: the fewest unseen rows that judge a
             donor; with fewer, the receiver's own validation rows judge it.
+        lr_factor: A rescued split trains on from the donor's weights and optimizer
+            state with the learning rate times this (every param group's ``lr``): a
+            split that stalled or diverged at the donor's rate would likely do so
+            again, as in ``ReduceLROnPlateau``. 1.0 keeps the donor's rate.
         synchronous: Wait for the other splits at each transfer step.
         sync_timeout: Longest wait in seconds in synchronous mode.
     """
@@ -102,6 +106,7 @@ class RescueTransfer(GreedyTransfer):
         copy_optimizer: bool = True,
         gate: str = "unseen",
         min_gate_rows: int = 30,
+        lr_factor: float = 0.5,
         synchronous: bool = False,
         sync_timeout: float = 300.0,
     ) -> None:
@@ -111,12 +116,14 @@ class RescueTransfer(GreedyTransfer):
         )  # fmt: skip
         check_int("patience", patience, 1)
         check_int("min_gate_rows", min_gate_rows, 0)
+        check_number("lr_factor", lr_factor, 0, 1, low_open=True)
         check_number("z", z, 0)
         check_number("tolerance", tolerance, 0)
         self.patience = patience
         self.z = float(z)
         self.tolerance = float(tolerance)
         self.min_gate_rows = min_gate_rows
+        self.lr_factor = float(lr_factor)
 
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Transfer only if the split has diverged, or stalled clearly behind the best."""
@@ -135,6 +142,16 @@ class RescueTransfer(GreedyTransfer):
             handle.state.pop(_BEST, None)
             handle.state[_SINCE] = context.step
         return event
+
+    def explore(
+        self, optimizer_state: dict[str, Any], context: TransferContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Scale the rescued split's learning rate by ``lr_factor``; return the change."""
+        groups = optimizer_state.get("param_groups", [])
+        if self.lr_factor == 1.0 or not groups or "lr" not in groups[0]:
+            return optimizer_state, {}
+        groups = [{**g, "lr": g["lr"] * self.lr_factor} for g in groups]
+        return {**optimizer_state, "param_groups": groups}, {"lr": float(groups[0]["lr"])}
 
     def _gate(self, handle: SplitHandle, donor: int, context: TransferContext) -> str:
         """Return the gate to judge ``donor`` on: ``"own"`` when too few rows are unseen."""
@@ -173,6 +190,7 @@ class RescueTransfer(GreedyTransfer):
             "copy_optimizer": self.copy_optimizer,
             "gate": self.gate,
             "min_gate_rows": self.min_gate_rows,
+            "lr_factor": self.lr_factor,
         }
         if self.synchronous:
             params.update(synchronous=True, sync_timeout=self.sync_timeout)

@@ -41,6 +41,12 @@ def test_rescue_parameters_round_trip_and_are_checked():
     assert rebuilt.get_params() == manager.get_params() and rebuilt.gate == "unseen"
     with pytest.raises(ValueError, match="z=-1"):
         RescueTransfer(z=-1)
+    with pytest.raises(ValueError, match="lr_factor=0"):
+        RescueTransfer(lr_factor=0)
+    assert RescueTransfer(lr_factor=1.0).explore({"param_groups": [{"lr": 0.1}]}, None) == (
+        {"param_groups": [{"lr": 0.1}]},
+        {},
+    )
 
 
 def _stalled_split_study(study_name, digits, manager):
@@ -68,6 +74,8 @@ def test_rescue_transfers_only_to_the_stalled_split(study_name, digits):
     events = study.transfers()
     assert events and {e.receiver for e in events} == {1}
     assert any(e.accepted for e in events)
+    # The rescued split trains on at half the donor's learning rate (Adam, lr 1e-2).
+    assert all(e.hparams == {"lr": pytest.approx(5e-3)} for e in events if e.accepted)
     scores = study.summary()
     assert min(scores.mean) > 0.5  # the stalled split was rescued
 
