@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from optuna_mto import _callbacks, _execution, _outputs
+from optuna_mto import _callbacks, _distributed, _execution, _outputs
 from optuna_mto._config import check_objective_direction
 from optuna_mto._dataset import bind_dataset
 from optuna_mto._executors import run_processes, run_threads
@@ -31,7 +31,25 @@ __all__ = ["run_optimize"]
 _logger = get_logger(__name__)
 
 
-def run_optimize(
+def run_optimize(study: MTOStudy, objective: Callable[..., Any], **kwargs: Any) -> None:
+    """Run every split of ``study`` that is not complete yet (see ``MTOStudy.optimize``).
+
+    Under torchrun (``WORLD_SIZE > 1``) the process group runs one split at a time: rank 0
+    runs the study, the other ranks follow it (see :mod:`optuna_mto._distributed`).
+    """
+    group, kwargs["devices"] = _distributed.join(
+        kwargs["n_jobs"], kwargs["executor"], kwargs["devices"]
+    )
+    if group is None:
+        _run_optimize(study, objective, **kwargs)
+    elif group.rank > 0:
+        _distributed.follow(group, objective)
+    else:
+        with _distributed.leading(group):
+            _run_optimize(study, objective, **kwargs)
+
+
+def _run_optimize(
     study: MTOStudy,
     objective: Callable[..., Any],
     *,

@@ -11,6 +11,7 @@ import optuna
 import torch
 from torch import nn
 
+from optuna_mto import _distributed
 from optuna_mto._hparams import call_with_trial, takes_trial
 from optuna_mto._schema import EXPLORER_EPOCHS_ATTR, TRAIN_EPOCHS_ATTR
 from optuna_mto._trainer_checks import (
@@ -204,7 +205,7 @@ class SupervisedTrainer:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rows = torch.as_tensor(indices, dtype=torch.long)
         if generator is not None:
-            rows = rows[torch.randperm(len(rows), generator=generator)]
+            rows = _distributed.shard(rows[torch.randperm(len(rows), generator=generator)])
         if isinstance(self.dataset, tuple):
             x, y = self.dataset
             for start in range(0, len(rows), batch_size):

@@ -39,6 +39,12 @@ class SplitTrial(OptunaTrialMethods):
     better split's (a transfer kept only when it improves this split's own
     validation score).
 
+    Under ``torchrun`` every rank runs the objective on the same split: wrap the model
+    in DDP, shard ``train_indices`` with a ``DistributedSampler``, and call ``restore``,
+    ``report``, ``evaluate`` and ``suggest_*`` on every rank. Rank 0 answers them and
+    the others get the same answers and rank 0's weights (``examples/ddp_objective.py``,
+    :mod:`optuna_mto._distributed`).
+
     Example:
         .. code-block:: python
 

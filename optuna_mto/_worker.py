@@ -17,7 +17,7 @@ import torch
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_mto import _execution
+from optuna_mto import _distributed, _execution
 from optuna_mto._claims import SplitClaim, utc_now
 from optuna_mto._exclusive import earlier_attempt_lives, give_up_if_superseded
 from optuna_mto._finish import final_value
@@ -216,7 +216,7 @@ class Worker:
         started = time.monotonic()
         with _execution.heartbeat(storage, trial_id):
             try:
-                returned = self.job.objective(split_trial)
+                returned = _distributed.call_objective(self.job.objective, split_trial)
                 scores = split_trial.finish()
             except optuna.TrialPruned as err:
                 # Optuna's meaning: stopped on purpose, not a failure. Never retried.

@@ -85,7 +85,9 @@ env_rc=${PIPESTATUS[0]}
 [ "$env_rc" -eq 0 ] || { echo "environment check failed (rc $env_rc)"; exit "$env_rc"; }
 
 echo "== tests/test_gpu.py =="
-timeout "${TESTS_TIMEOUT:-200}" "$PY" -m pytest tests/test_gpu.py -q -rs --durations=10 \
+# DDP inside a split, nccl on 2 GPUs (skips with fewer): torchrun with 2 ranks, ~20 s.
+ddp_test=tests/test_distributed.py::test_nccl_on_two_gpus_completes_with_identical_ranks
+timeout "${TESTS_TIMEOUT:-200}" "$PY" -m pytest tests/test_gpu.py "$ddp_test" -q -rs --durations=10 \
   -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
 tests_rc=${PIPESTATUS[0]}
 
