@@ -7,6 +7,8 @@ import sys
 
 import optuna
 import pytest
+from _models import digits_trainer
+from conftest import postgres_url
 
 from optuna_mto._storage import open_storage
 
@@ -57,8 +59,6 @@ def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, st
     import uuid
 
     import sqlalchemy as sa
-    from _models import digits_trainer
-    from conftest import postgres_url
 
     import optuna_mto
     from optuna_mto._storage import MAX_OVERFLOW, POOL_SIZE, get_engine
