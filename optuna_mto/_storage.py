@@ -26,11 +26,12 @@ __all__ = [
 ]
 
 _SQLITE_TIMEOUT_S = 60
-#: A worker process's connections to a database server: it keeps at most
-#: ``POOL_SIZE`` open between uses (one for the split's thread, one for Optuna's
-#: heartbeat thread) and opens at most ``POOL_SIZE + MAX_OVERFLOW`` at once. Optuna's
-#: tables, the claims, the board and the database artifact store share them (one engine).
-POOL_SIZE, MAX_OVERFLOW = 2, 3
+#: A worker process's connections to a database server: it keeps ``POOL_SIZE`` open
+#: between uses, and opens at most ``POOL_SIZE + MAX_OVERFLOW`` at once (the split's
+#: thread and Optuna's heartbeat thread rarely need one at the same moment; an extra
+#: one is closed after use). Optuna's tables, the claims, the board and the database
+#: artifact store share them (one engine).
+POOL_SIZE, MAX_OVERFLOW = 1, 4
 #: SQLAlchemy's drivers of the usual databases (to name the one a misspelt URL meant).
 _DRIVERS = {
     "postgresql": ("psycopg", "psycopg2", "pg8000", "asyncpg", "psycopg2cffi"),
@@ -166,7 +167,7 @@ def open_storage(
     "database is locked". A database server's connections come from one pool of
     :data:`POOL_SIZE` kept and :data:`MAX_OVERFLOW` extra connections per process
     (SQLAlchemy's default would keep up to 5 and open up to 15), so N worker processes
-    hold about 2N of the server's connections; pass an ``RDBStorage`` built with your
+    hold about N of the server's connections; pass an ``RDBStorage`` built with your
     own ``engine_kwargs`` to size it otherwise. Heartbeats (``heartbeat_interval``
     seconds) let a killed worker's trial be detected as stale and retried.
 
@@ -196,8 +197,8 @@ def open_storage(
                 "optuna-mto cannot run through a GrpcStorageProxy: its split claims (an atomic "
                 "insert-if-absent), weight board and checkpoints are SQL tables beside "
                 "Optuna's in the same database, which the proxy does not carry. Give every "
-                "worker the database URL itself (each worker process holds about 2 "
-                "connections); for more workers than max_connections allows, put a "
+                "worker the database URL itself (each worker process holds about one "
+                "connection); for more workers than max_connections allows, put a "
                 "connection pooler such as PgBouncer in front of PostgreSQL."
             )
         if not isinstance(backend, RDBStorage):

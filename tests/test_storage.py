@@ -54,7 +54,7 @@ def test_an_unreachable_server_still_gets_the_server_hint():
 
 @pytest.mark.postgres
 def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, study_name):
-    """Each process keeps at most POOL_SIZE connections and opens at most 5 at once."""
+    """Each process keeps POOL_SIZE connections and opens at most 5 at once."""
     import threading
     import uuid
 
