@@ -19,7 +19,7 @@ import torch
 
 from optuna_mto._ddp_group import Group, SplitAborted, expect_kind
 from optuna_mto._state import apply_state, capture_state, unwrap_model
-from optuna_mto.transfer import Explorer
+from optuna_mto.transfer import Companion, Explorer, train_companions
 
 __all__ = ["FollowerTrial", "LeaderTrial"]
 
@@ -177,6 +177,17 @@ class FollowerTrial:
         self._view: dict[str, Any] = start["view"]
         self._hooks: list[Callable[[dict[str, Any]], None]] = []
         self.explorer: Explorer | None = None
+
+    @property
+    def companions(self) -> dict[str, Companion]:
+        """Rank 0's companion models, as mirrored on this rank (its explorer, if any)."""
+        return {} if self.explorer is None else {"explorer": self.explorer}
+
+    def train_companions(
+        self, train_fn: Callable[..., Any], generator: torch.Generator | None = None
+    ) -> int:
+        """As :meth:`SplitTrial.train_companions`, on this rank's mirrored companions."""
+        return train_companions(self.companions, train_fn, generator)
 
     def __getattr__(self, name: str) -> Any:
         view = self.__dict__.get("_view", {})

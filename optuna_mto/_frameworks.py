@@ -1,13 +1,13 @@
 """Refuse, before any split starts, a strategy the objective's framework callback cannot serve.
 
-AMTO (``AdaptiveTransfer``) trains a second model, the explorer, between reports. A
-framework callback (``MTOCallback`` for Lightning, ``MTOTrainerCallback`` for Hugging
-Face) lives inside a loop that trains one model, so it refuses such a strategy when it is
-made, which happens inside every split. To refuse once, before any worker starts,
-``optimize`` looks for such a callback class (one with ``trains_explorer = False``) in the
-objective's code: names it uses, names in its closure, and functions of its own module it
-calls. It only finds what is there; a callback made out of sight is still refused by its
-own check in the split.
+A strategy may keep companion models that the objective trains between reports (its
+``has_trainable_companions``). A framework callback (``MTOCallback`` for Lightning,
+``MTOTrainerCallback`` for Hugging Face) lives inside a loop that trains one model, so it
+refuses such a strategy when it is made, which happens inside every split. To refuse
+once, before any worker starts, ``optimize`` looks for such a callback class (one with
+``trains_companions = False``) in the objective's code: names it uses, names in its
+closure, and functions of its own module it calls. It only finds what is there; a
+callback made out of sight is still refused by its own check in the split.
 """
 
 from __future__ import annotations
@@ -18,35 +18,36 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["explorer_refusal", "refuse_untrainable_explorer"]
+__all__ = ["companion_refusal", "refuse_untrainable_companions"]
 
 #: How many calls deep into the objective's own module the search follows.
 _MAX_DEPTH = 3
 
 
-def explorer_refusal(name: str, strategy: str) -> str:
-    """The message refusing ``strategy``'s explorer in framework callback ``name``."""
+def companion_refusal(name: str, strategy: str) -> str:
+    """The message refusing ``strategy``'s trainable companions in framework callback ``name``."""
     return (
-        f"{name} cannot train the explorer that {strategy} (AMTO) needs: the framework's "
-        "loop trains one model only, and an untrained explorer would make AMTO a lagged "
-        "copy of a donor. Use GreedyTransfer, PBTTransfer, InterpolateTransfer or "
-        "NoTransfer with this callback, or train trial.explorer in your own loop "
-        "(optuna_mto.SupervisedTrainer does)."
+        f"{name} cannot train the companion models that {strategy} keeps beside each "
+        "split's model (AdaptiveTransfer's explorer): the framework's loop trains one "
+        "model only, and untrained companions would defeat the strategy (AMTO would be "
+        "a lagged copy of a donor). Use GreedyTransfer, PBTTransfer, InterpolateTransfer "
+        "or NoTransfer with this callback, or train trial.companions in your own loop "
+        "with trial.train_companions (optuna_mto.SupervisedTrainer does)."
     )
 
 
-def refuse_untrainable_explorer(objective: Any, manager: Any) -> None:
-    """Refuse an explorer strategy when the objective uses a framework callback.
+def refuse_untrainable_companions(objective: Any, manager: Any) -> None:
+    """Refuse a strategy with trainable companions when the objective uses a framework callback.
 
     Raises:
-        ValueError: If ``manager`` uses an explorer and the objective's code names a
-            callback class that cannot train one.
+        ValueError: If ``manager`` has companion models to train and the objective's code
+            names a callback class that cannot train them.
     """
-    if not manager.uses_explorer:
+    if not manager.has_trainable_companions:
         return
     found = _framework_callback(objective)
     if found is not None:
-        raise ValueError(explorer_refusal(found.__name__, type(manager).__name__))
+        raise ValueError(companion_refusal(found.__name__, type(manager).__name__))
 
 
 def _framework_callback(objective: Any) -> type | None:
@@ -92,7 +93,7 @@ def _search(function: types.FunctionType, depth: int, seen: set[types.CodeType])
         value = scope.get(name)
         # ``integration.MTOCallback``: the attribute of a module the code names, as loaded.
         for candidate in (value, *(vars(m).get(name) for m in modules)):
-            if isinstance(candidate, type) and getattr(candidate, "trains_explorer", 1) is False:
+            if isinstance(candidate, type) and getattr(candidate, "trains_companions", 1) is False:
                 return candidate
         if depth > 0 and inspect.isfunction(value) and value.__module__ == function.__module__:
             found = _search(value, depth - 1, seen)

@@ -29,7 +29,7 @@ from optuna_mto._state import apply_state, capture_state, check_compatible, unwr
 from optuna_mto.checkpoints import CheckpointStore
 
 if TYPE_CHECKING:
-    from optuna_mto.transfer import BaseTransferManager
+    from optuna_mto.transfer import BaseTransferManager, Companion
 
 __all__ = ["EvaluateFn", "Shared", "SplitHandle"]
 
@@ -56,8 +56,8 @@ class Shared:
     manager: BaseTransferManager
     evaluate: EvaluateFn | None
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    #: ``loss(model, indices) -> float`` (lower is better), for managers whose transfer
-    #: criterion is the validation loss (``AdaptiveTransfer(criterion="loss")``).
+    #: ``loss(model, indices) -> float`` (lower is better): the objective's
+    #: ``evaluate_loss``, for managers that judge on the validation loss (:meth:`judge`).
     loss: EvaluateFn | None = None
 
 
@@ -73,8 +73,10 @@ class SplitHandle:
         lineage: Splits whose training data shaped the current weights.
         state: The strategy's own per-split state: plain Python values (str/int keys),
             saved in every checkpoint and given back to a resumed split.
-        explorer: A second model the objective trains until the next report (the
-            :class:`~optuna_mto.transfer.AdaptiveTransfer` explorer), or None.
+        companions: Models the strategy keeps beside the split's, by name
+            (:class:`~optuna_mto.transfer.Companion`): it creates, judges and drops
+            them in its hooks; the objective trains those with ``train=True`` between
+            reports (``trial.companions``).
         tried_checkpoints: Artifact ids of donor weights already scored by this run.
         hparams: The split's hyperparameter values and their history.
     """
@@ -96,7 +98,7 @@ class SplitHandle:
         self.train_indices, self.valid_indices = shared.plan.split(split)
         self.lineage: list[int] = [split]
         self.state: dict[str, Any] = {}
-        self.explorer: Any = None
+        self.companions: dict[str, Companion] = {}
         self.tried_checkpoints: set[str] = set()
         self.hparams = hparams
         self.tried = 0

@@ -6,10 +6,10 @@ retried or resumed split gets the same params (copied into its new trial, never 
 again), so samplers learn from what each split was given. What a split *runs with* can
 change during training:
 
-- an accepted transfer that brings the donor's optimizer state (a greedy copy, PBT's
-  exploit, an AMTO explorer) brings the donor's hyperparameters with it: the split now
-  runs with the donor's values, and the record says whose they are;
-- PBT's explore step perturbs or resamples them.
+- an accepted transfer that brings the donor's optimizer state (a copy of the donor, or
+  a kept model that trained with it) brings the donor's hyperparameters with it: the
+  split now runs with the donor's values, and the record says whose they are;
+- the strategy's ``explore_hparams`` hook may perturb or resample them.
 
 The current values are the user attribute ``current_hparams`` (with ``hparams_source``:
 the split and trial whose sampled values they descend from, and whether they were
@@ -165,7 +165,7 @@ class HyperparamState:
             chosen: The accepted candidate state.
             donor_state: The donor's checkpoint content.
             donor: ``(split, trial number)`` of the donor.
-            manager: The transfer manager (its ``explore_hparams`` may change values).
+            manager: The transfer manager (its ``explore_hparams`` hook may change values).
             context: The transfer context.
             changes: What ``manager.explore`` changed in the optimizer already.
             taken: The candidate as the manager yielded it (before ``explore``).
@@ -183,10 +183,9 @@ class HyperparamState:
             source = {**theirs.get(SOURCE_FIELD, {}), "via": donor[0], "step": context.step}
             source.setdefault("split", donor[0])
             source.setdefault("trial", donor[1])
-        explore = getattr(manager, "explore_hparams", None)
         explored: dict[str, Any] = {}
-        if explore is not None and values:
-            values, explored = explore(values, self.distributions, context)
+        if values:
+            values, explored = manager.explore_hparams(values, self.distributions, context)
             if explored:
                 source = {**source, "explored": True, "step": context.step}
         if CHECKPOINT_OPTIMIZER in chosen and explored:
@@ -197,15 +196,26 @@ class HyperparamState:
             self._set(values, source, context.step, {"changes": all_changes}, notify=False)
         return chosen, all_changes
 
-    def adopt_explorer(self, stored: Mapping[str, Any] | None, source: int, step: int) -> None:
-        """Take the values an accepted AMTO explorer trained with (its source's)."""
+    def adopt(self, stored: Mapping[str, Any] | None, via: int, step: int, **note: Any) -> None:
+        """Take the values a donor's model was trained with, once that model is kept.
+
+        For a strategy that keeps a model it trained from a donor's checkpoint (a
+        companion) instead of the donor's state itself. Only names this split suggested
+        are taken.
+
+        Args:
+            stored: The donor checkpoint's hyperparameters (its ``hparams`` entry).
+            via: The donor split.
+            step: The report step.
+            note: Recorded in the ``hparams:<step>`` user attribute, ``name: value``.
+        """
         if not stored:
             return
         values = dict(self.values)
         values.update({k: v for k, v in stored.get(VALUES_FIELD, {}).items() if k in values})
-        origin = {**stored.get(SOURCE_FIELD, {}), "via": source, "step": step}
+        origin = {**stored.get(SOURCE_FIELD, {}), "via": via, "step": step}
         if values != self.values or origin != self.source:
-            self._set(values, origin, step, {"explorer": source})
+            self._set(values, origin, step, note)
 
     def notify(self) -> None:
         """Call the hooks with the current values if they changed since the last call."""

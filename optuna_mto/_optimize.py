@@ -13,7 +13,7 @@ from optuna_mto import _callbacks, _distributed, _execution, _outputs
 from optuna_mto._config import check_objective_direction
 from optuna_mto._dataset import bind_dataset
 from optuna_mto._executors import run_processes, run_threads
-from optuna_mto._frameworks import refuse_untrainable_explorer
+from optuna_mto._frameworks import refuse_untrainable_companions
 from optuna_mto._handle import EvaluateFn
 from optuna_mto._interrupts import stop_on_signals
 from optuna_mto._lifecycle import split_statuses, work_left
@@ -71,7 +71,7 @@ def _run_optimize(
     evaluate = getattr(objective, "evaluate", None) if evaluate is None else evaluate
     check_objective_direction(objective, study.direction, study.study_name)
     check_objective_task(objective, study._rt)
-    refuse_untrainable_explorer(objective, study.transfer)
+    refuse_untrainable_companions(objective, study.transfer)
     if study.transfer.enabled and evaluate is None:
         raise ValueError(
             "Transfer needs an evaluate function to score donors on each split's own "

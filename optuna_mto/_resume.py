@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import optuna
 
 from optuna_mto._board import SplitRecord
 from optuna_mto._errors import CheckpointError
-from optuna_mto._handle import SplitHandle
+from optuna_mto._handle import Shared, SplitHandle
 from optuna_mto._ledger import CheckpointLedger
 from optuna_mto._logging import get_logger
 from optuna_mto._optuna_internals import trial_id_of
@@ -21,8 +19,6 @@ from optuna_mto._schema import (
     CHECKPOINT_MODEL,
     CHECKPOINT_RNG,
     CHECKPOINT_STEP,
-    CHECKPOINT_STRATEGY,
-    RELATIONS_FIELD,
     RESUMED_FROM_ATTR,
     RESUMED_FROM_KEY,
     STEP_ATTR_PREFIXES,
@@ -38,7 +34,7 @@ def resume(
     handle: SplitHandle,
     ledger: CheckpointLedger,
     record: SplitRecord,
-    store: Any,
+    shared: Shared,
     trial: optuna.Trial,
 ) -> int | None:
     """Restore ``handle``'s objects from the earlier run's last good checkpoint.
@@ -46,8 +42,9 @@ def resume(
     Tries the latest checkpoint, then the one before it, then the best one (a missing or
     corrupted checkpoint is skipped, with a warning and a ``bad_checkpoint:<id>`` user
     attribute). Restores model, optimizer, scheduler and RNG state, lineage,
-    hyperparameters and the strategy's state, takes over the ledger and copies the
-    earlier curve and step records into ``trial``.
+    hyperparameters and the strategy's state (as its ``state_from_checkpoint`` hook
+    reads it), takes over the ledger and copies the earlier curve and step records into
+    ``trial``.
 
     Returns:
         The step resumed after, or None when no checkpoint could be loaded.
@@ -57,7 +54,7 @@ def resume(
         if ref is None:
             continue
         try:
-            state = retry_transient(store.load, ref, map_location=handle.device)
+            state = retry_transient(shared.store.load, ref, map_location=handle.device)
         except CheckpointError as err:
             _logger.warning("Split %d: cannot resume from %s: %s", handle.split, ref, err)
             trial.set_user_attr(BAD_CHECKPOINT_ATTR_PREFIX + ref.artifact_id, str(err))
@@ -69,7 +66,7 @@ def resume(
             set_rng_state(state[CHECKPOINT_RNG], handle.device)
         step = int(state[CHECKPOINT_STEP])
         handle.lineage = [int(s) for s in state.get(CHECKPOINT_LINEAGE, [handle.split])]
-        handle.state = dict(_strategy_state(state))
+        handle.state = shared.manager.state_from_checkpoint(state)
         handle.hparams.restore(state.get(CHECKPOINT_HPARAMS), step)
         handle.hparams.notify()
         best = (record.best_fitness, record.best_step, record.best_checkpoint)
@@ -84,14 +81,6 @@ def resume(
         _logger.info("Split %d resumes after step %d.", handle.split, step)
         return step
     return None
-
-
-def _strategy_state(state: dict[str, Any]) -> dict[str, Any]:
-    if CHECKPOINT_STRATEGY in state:
-        return state[CHECKPOINT_STRATEGY]
-    # Format 1 kept AdaptiveTransfer's relation scores at the top level.
-    relations = state.get(RELATIONS_FIELD)
-    return {RELATIONS_FIELD: relations} if relations else {}
 
 
 def carry_history(trial: optuna.Trial, failed_trial_id: int, step: int) -> None:

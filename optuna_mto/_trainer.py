@@ -23,6 +23,7 @@ from optuna_mto._trainer_checks import (
 )
 from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_choice, check_int
+from optuna_mto.transfer import train_companions
 
 __all__ = ["SupervisedTrainer"]
 
@@ -286,9 +287,10 @@ class SupervisedTrainer:
         """Train split ``trial.split``, reporting the validation metric every epoch.
 
         Records the training compute as user attributes ``train_epochs`` (of the split's
-        own model) and ``explorer_epochs`` (extra epochs spent on AMTO explorers).
+        own model) and ``explorer_epochs`` (extra epochs spent on the strategy's companion
+        models, such as AMTO's explorers, trained after each epoch of the own model).
         """
-        explorer_epochs = 0  # local: one trainer may serve several splits in threads
+        companion_epochs = 0  # local: one trainer may serve several splits in threads
         trial.set_total_steps(self.epochs)
         model = self.build_model(trial.split, trial.device, trial)
         optimizer = call_with_trial(self.optimizer_fn, (model.parameters(),), trial)
@@ -302,18 +304,13 @@ class SupervisedTrainer:
             self.train_epoch(model, optimizer, trial.train_indices, generator)
             if scheduler is not None:
                 scheduler.step()
-            explorer = trial.explorer  # AdaptiveTransfer: a second model trains alongside
-            if explorer is not None:
-                explorer_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
-                self.train_epoch(
-                    explorer.model, explorer.optimizer, trial.train_indices, explorer_generator
-                )
-                if explorer.scheduler is not None:
-                    explorer.scheduler.step()
-                explorer_epochs += 1
+            companion_epochs += train_companions(  # models the strategy keeps beside it
+                trial.companions, lambda m, o, g: self.train_epoch(m, o, trial.train_indices, g),
+                generator,
+            )  # fmt: skip
             value = self.evaluate(model, trial.valid_indices)
             trial.report(value, epoch, model=model, optimizer=optimizer, scheduler=scheduler)
             if self.prune and trial.should_prune():
                 raise optuna.TrialPruned(f"split {trial.split} pruned after epoch {epoch}")
         trial.set_user_attr(TRAIN_EPOCHS_ATTR, self.epochs)
-        trial.set_user_attr(EXPLORER_EPOCHS_ATTR, explorer_epochs)
+        trial.set_user_attr(EXPLORER_EPOCHS_ATTR, companion_epochs)

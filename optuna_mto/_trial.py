@@ -21,15 +21,14 @@ from optuna_mto._report import report_step
 from optuna_mto._resume import resume
 from optuna_mto._retry import retry_transient
 from optuna_mto._schema import CURRENT_HPARAMS_ATTR, HPARAMS_SOURCE_ATTR
+from optuna_mto._strategy_view import StrategyView
 from optuna_mto._suggest import OptunaTrialMethods
 from optuna_mto._validation import check_finite_score
-from optuna_mto.transfer import Explorer
-from optuna_mto.transfer._adaptive import relations_of
 
 __all__ = ["SplitTrial"]
 
 
-class SplitTrial(OptunaTrialMethods):
+class SplitTrial(OptunaTrialMethods, StrategyView):
     """The trial object an objective receives: one split of the data, one model.
 
     Train on :attr:`train_indices`, score on :attr:`valid_indices`, put the model on
@@ -37,7 +36,9 @@ class SplitTrial(OptunaTrialMethods):
     ``report`` records the intermediate value, checkpoints the model, publishes the
     split's fitness to the other splits, and may replace the model's weights with a
     better split's (a transfer kept only when it improves this split's own
-    validation score).
+    validation score). A strategy may keep companion models beside yours between
+    reports (:attr:`companions`): train them after each epoch with
+    :meth:`train_companions`.
 
     Under ``torchrun`` every rank runs the objective on the same split: wrap the model
     in DDP, shard ``train_indices`` with a ``DistributedSampler``, and call ``restore``,
@@ -53,9 +54,8 @@ class SplitTrial(OptunaTrialMethods):
                 opt = torch.optim.Adam(model.parameters())
                 for epoch in range(trial.restore(model, opt), 10):
                     train_one_epoch(model, opt, trial.train_indices)
-                    if trial.explorer is not None:  # only with AdaptiveTransfer
-                        train_one_epoch(trial.explorer.model, trial.explorer.optimizer,
-                                        trial.train_indices)
+                    trial.train_companions(  # e.g. AdaptiveTransfer's explorer
+                        lambda m, o: train_one_epoch(m, o, trial.train_indices))
                     trial.report(trial.evaluate(model), epoch, model=model, optimizer=opt)
     """
 
@@ -140,16 +140,6 @@ class SplitTrial(OptunaTrialMethods):
         return None if self._ledger.best is None else self._ledger.best[0]
 
     @property
-    def explorer(self) -> Explorer | None:
-        """The explorer to train until the next report (AdaptiveTransfer), or None."""
-        return self._handle.explorer
-
-    @property
-    def relations(self) -> dict[int, float]:
-        """This split's learned relation score of each other split (AdaptiveTransfer)."""
-        return relations_of(self._handle.state)
-
-    @property
     def lineage(self) -> list[int]:
         """Splits whose training data shaped the current weights (own and inherited)."""
         return list(self._handle.lineage)
@@ -212,7 +202,7 @@ class SplitTrial(OptunaTrialMethods):
         self._bind(model, optimizer, scheduler)
         if self._resume_from is None:
             return 0
-        step = resume(self._handle, self._ledger, self._resume_from, self._shared.store,
+        step = resume(self._handle, self._ledger, self._resume_from, self._shared,
                       self._trial)  # fmt: skip
         if step is None:
             return 0

@@ -196,8 +196,9 @@ class MTOCallback(pl.Callback):
         results: What each report did, in order (see :class:`~optuna_mto.ReportResult`).
     """
 
-    #: The Trainer trains one model: ``optimize`` refuses AMTO with this callback up front.
-    trains_explorer = False
+    #: The Trainer trains one model: ``optimize`` refuses strategies with companion models
+    #: to train (AMTO's explorer) with this callback up front.
+    trains_companions = False
 
     def __init__(self, trial: SplitTrial, monitor: str = "val_acc", *, step: str = "epoch") -> None:
         check_callback_args(trial, step, _STEPS, "MTOCallback")

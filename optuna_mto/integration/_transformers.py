@@ -39,7 +39,7 @@ class MTOTrainerCallback(TrainerCallback):
     The study's ``evaluate(model, indices)`` function scores transfer candidates: it
     gets the Trainer's model and must compute the same metric as ``metric`` on the same
     rows (``trial.valid_indices``), in the study's direction. ``AdaptiveTransfer`` is
-    refused: the Trainer cannot train its explorer.
+    refused: the Trainer cannot train its explorer (a companion model).
 
     Example:
         .. code-block:: python
@@ -70,8 +70,9 @@ class MTOTrainerCallback(TrainerCallback):
         results: What each report did, in order.
     """
 
-    #: The Trainer trains one model: ``optimize`` refuses AMTO with this callback up front.
-    trains_explorer = False
+    #: The Trainer trains one model: ``optimize`` refuses strategies with companion models
+    #: to train (AMTO's explorer) with this callback up front.
+    trains_companions = False
 
     def __init__(
         self,

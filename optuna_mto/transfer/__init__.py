@@ -17,6 +17,7 @@ from optuna_mto.transfer._adaptive import (
 )
 from optuna_mto.transfer._average import AveragingTransfer, pull_toward_average
 from optuna_mto.transfer._base import BaseTransferManager, Candidate, TransferContext
+from optuna_mto.transfer._companion import Companion, train_companions
 from optuna_mto.transfer._greedy import GreedyTransfer, NoTransfer
 from optuna_mto.transfer._interpolate import InterpolateTransfer, interpolate_state
 from optuna_mto.transfer._pbt import PBTTransfer, explore_value
@@ -35,6 +36,7 @@ __all__ = [
     "AveragingTransfer",
     "BaseTransferManager",
     "Candidate",
+    "Companion",
     "Explorer",
     "GreedyTransfer",
     "InterpolateTransfer",
@@ -53,6 +55,7 @@ __all__ = [
     "select_tournament",
     "select_uniform",
     "softmax_select",
+    "train_companions",
     "truncation_donors",
     "update_relation",
 ]

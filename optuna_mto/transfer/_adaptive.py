@@ -9,18 +9,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from optuna_mto._events import TransferEvent
 from optuna_mto._schema import (
     CHECKPOINT_HPARAMS,
     CHECKPOINT_MODEL,
+    CHECKPOINT_STRATEGY,
     RELATIONS_ATTR_PREFIX,
     RELATIONS_FIELD,
 )
 from optuna_mto._state import apply_state, capture_state
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
+from optuna_mto.transfer._companion import Companion
 from optuna_mto.transfer._interpolate import interpolate_state
 from optuna_mto.transfer._selection import is_better
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["AdaptiveTransfer", "Explorer", "relations_of", "softmax_select", "update_relation"]
 
 _CRITERIA = ("metric", "loss")
+#: The name of the explorer among a split's companion models (``trial.explorer``).
+EXPLORER = "explorer"
 
 
 def softmax_select(
@@ -59,11 +62,13 @@ def update_relation(score: float, solver: float, explorer: float, direction: str
 
 
 @dataclasses.dataclass
-class Explorer:
+class Explorer(Companion):
     """A copy of a source split's model that trains on this split's data (AMTO).
 
+    The companion ``"explorer"`` of a split (``trial.companions``, ``trial.explorer``).
     Train ``model`` with ``optimizer`` (and step ``scheduler``) exactly like your own
-    model until the next report; the report decides whether it replaces yours.
+    model until the next report (``trial.train_companions`` does); the report decides
+    whether it replaces yours.
 
     Attributes:
         model: The explorer's model (same architecture, on the trial's device).
@@ -74,11 +79,11 @@ class Explorer:
         source_step: The step at which the source published them.
         lineage: Splits whose training data shaped its weights.
         hparams: The source's hyperparameters (checkpoint form), taken if it is kept.
+        train: Always True: the objective trains it.
     """
 
-    model: torch.nn.Module
-    optimizer: Any
-    scheduler: Any
+    optimizer: Any = dataclasses.field()  # required here (no default)
+    scheduler: Any = dataclasses.field()
     source: int
     source_trial: int
     source_step: int
@@ -105,9 +110,9 @@ class AdaptiveTransfer(BaseTransferManager):
 
     Explorers cost compute: each split trains two models between transfer steps, so
     a split does about twice the training work of independent training (use a
-    larger ``interval`` to explore less often). The SupervisedTrainer trains
-    explorers automatically; with the objective API, train ``trial.explorer.model``
-    with ``trial.explorer.optimizer`` alongside your model when it is not None.
+    larger ``interval`` to explore less often). The explorer is the split's companion
+    model ``"explorer"``: the SupervisedTrainer trains it automatically; with the
+    objective API, call ``trial.train_companions`` after each epoch of your model.
     Measured against independent splits trained twice as long (README, Results), it
     ties where training converges and loses where more epochs would still help; its
     relation scores single out a bad donor but stay near chance among random splits.
@@ -156,15 +161,15 @@ class AdaptiveTransfer(BaseTransferManager):
         self.blend = bool(blend)
 
     @property
-    def uses_explorer(self) -> bool:
-        """Always True."""
+    def has_trainable_companions(self) -> bool:
+        """Always True: the explorer trains between transfer steps."""
         return True
 
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Judge the explorer trained since the last transfer step, then start the next."""
         event = self._resolve(context, handle)
         fitness = handle.fitness_after(context.fitness, event)
-        relations = relations_of(handle.state)
+        relations = self.relations(handle.state)
         for k in range(handle.n_splits):
             if k != handle.split:
                 relations.setdefault(k, 0.0)
@@ -172,13 +177,23 @@ class AdaptiveTransfer(BaseTransferManager):
         self._start(context.replace(fitness=fitness, relations=relations), handle)
         return event
 
-    def on_split_end(self, handle: SplitHandle) -> None:
-        """Drop the explorer."""
-        handle.explorer = None
+    def relations(self, state: Mapping[str, Any]) -> dict[int, float]:
+        """Return the relation scores kept in a split's strategy state, by source split."""
+        return relations_of(state)
+
+    def state_from_checkpoint(self, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the strategy state of a checkpoint (its relation scores).
+
+        Format 1 checkpoints (optuna-mto 0.1) kept the relation scores at the top level.
+        """
+        if CHECKPOINT_STRATEGY in checkpoint:
+            return super().state_from_checkpoint(checkpoint)
+        relations = checkpoint.get(RELATIONS_FIELD)
+        return {RELATIONS_FIELD: relations} if relations else {}
 
     def _resolve(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Keep the explorer if it beats the solver; learn the source's relation score."""
-        explorer, handle.explorer = handle.explorer, None
+        explorer = handle.companions.pop(EXPLORER, None)
         if explorer is None:
             return None
         value, direction, judged_on = context.fitness, context.direction, "own"
@@ -187,7 +202,7 @@ class AdaptiveTransfer(BaseTransferManager):
             assert handle.model is not None
             value, direction = handle.judge(handle.model, "loss")
         score, _ = handle.judge(explorer.model, self.criterion)
-        relations = relations_of(handle.state)
+        relations = self.relations(handle.state)
         source = explorer.source
         relations[source] = update_relation(relations.get(source, 0.0), value, score, direction)
         handle.state[RELATIONS_FIELD] = {str(k): v for k, v in sorted(relations.items())}
@@ -209,7 +224,7 @@ class AdaptiveTransfer(BaseTransferManager):
             handle.apply(taken)
             handle.inherit(explorer.lineage)
             if operator == "explorer":  # a blend keeps the solver's optimizer and values
-                handle.hparams.adopt_explorer(explorer.hparams, source, context.step)
+                handle.hparams.adopt(explorer.hparams, source, context.step, explorer=source)
         scores = {str(k): round(v, 6) for k, v in sorted(relations.items())}
         handle.set_step_attr(RELATIONS_ATTR_PREFIX, context.step,
                              {"step": context.step, "scores": scores})  # fmt: skip
@@ -241,7 +256,7 @@ class AdaptiveTransfer(BaseTransferManager):
             (handle.model, handle.optimizer, handle.scheduler)
         )
         apply_state(donor_state, model, optimizer, scheduler)
-        handle.explorer = Explorer(
+        handle.companions[EXPLORER] = Explorer(
             model, optimizer, scheduler, source, record.trial_number, record.step,
             sorted(set(handle.lineage) | set(record.lineage or [source])),
             donor_state.get(CHECKPOINT_HPARAMS),

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import abc
 import math
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from optuna_mto._events import TransferEvent
+from optuna_mto._schema import CHECKPOINT_STRATEGY
 from optuna_mto._validation import check_int, check_number
+from optuna_mto.transfer._context import TransferContext
 from optuna_mto.transfer._selection import is_better
 
 if TYPE_CHECKING:
-    from optuna_mto._board import SplitRecord
+    from optuna.distributions import BaseDistribution
+
     from optuna_mto._handle import SplitHandle
 
 __all__ = ["GATES", "BaseTransferManager", "Candidate", "TransferContext", "transfer_once"]
@@ -27,57 +27,7 @@ GATES = ("own", "unseen", "selection")
 Candidate = tuple[str, dict[str, Any]]
 
 
-class TransferContext:
-    """What a manager may look at when deciding a transfer (read-only).
-
-    Attributes:
-        receiver: The receiving split's index.
-        step: The report step.
-        fitness: The receiver's own validation score at this step.
-        direction: ``"maximize"`` or ``"minimize"``.
-        others: Latest published fitness of every other split, by split index.
-        rng: Generator seeded from (study seed, receiver, step): replayable.
-        relations: The receiver's learned relation score of each other split
-            (adaptive strategies; empty otherwise).
-        hparams: The receiver's current values of the hyperparameters its objective
-            suggested (``trial.suggest_*``); empty when it suggested none.
-        records: The latest published record of every other split that may give
-            (pruned splits left out), by split index: fitness, step, checkpoint, lineage.
-    """
-
-    def __init__(
-        self,
-        receiver: int,
-        step: int,
-        fitness: float,
-        direction: str,
-        others: Mapping[int, float],
-        rng: np.random.Generator,
-        relations: Mapping[int, float] | None = None,
-        hparams: Mapping[str, Any] | None = None,
-        records: Mapping[int, SplitRecord] | None = None,
-    ) -> None:
-        self.receiver = receiver
-        self.step = step
-        self.fitness = fitness
-        self.direction = direction
-        self.others = others
-        self.rng = rng
-        self.relations = relations or {}
-        self.hparams = hparams or {}
-        self.records = records or {}
-
-    def replace(self, **changes: Any) -> TransferContext:
-        """Return a copy with ``changes`` (e.g. ``fitness=`` after a kept transfer)."""
-        fields = {
-            "receiver": self.receiver, "step": self.step, "fitness": self.fitness,
-            "direction": self.direction, "others": self.others, "rng": self.rng,
-            "relations": self.relations, "hparams": self.hparams, "records": self.records,
-        }  # fmt: skip
-        return TransferContext(**{**fields, **changes})
-
-
-class BaseTransferManager(abc.ABC):
+class BaseTransferManager:
     """Decides knowledge transfer between splits, like a sampler decides parameters.
 
     A manager owns its algorithm. At each transfer step (:meth:`should_transfer`) of
@@ -86,15 +36,26 @@ class BaseTransferManager(abc.ABC):
     split's :class:`~optuna_mto._handle.SplitHandle`, through which it loads donor
     checkpoints, scores and applies candidates, and records events; it never touches
     storage or Optuna itself. Its per-split state goes into ``handle.state``, which is
-    checkpointed and restored with the split. :meth:`on_split_end` ends a split.
+    checkpointed and restored with the split (:meth:`relations` shows part of it on
+    ``trial.relations``). :meth:`on_split_end` ends a split.
 
-    The default :meth:`on_report` is a single-donor transfer in named steps:
-    :meth:`choose_donor` (which split), :meth:`candidates` (the transfer operator),
-    :meth:`accept` (the acceptance rule, on the rows named by :attr:`gate`) and
-    :meth:`explore` (what to change after a kept transfer). Subclasses implement
-    :meth:`choose_donor` and override whichever step or hook they need, and return
+    Every hook is declared here with a default, so a subclass overrides only what it
+    changes. The default :meth:`on_report` is a single-donor transfer in named steps:
+    :meth:`choose_donor` (which split; by default none, so a manager that overrides
+    nothing never transfers), :meth:`candidates` (the transfer operator), :meth:`accept`
+    (the acceptance rule, on the rows named by :attr:`gate`), :meth:`explore` and
+    :meth:`explore_hparams` (what to change after a kept transfer). Subclasses return
     their constructor arguments from :meth:`get_params` so that every worker of a
     study rebuilds the same manager.
+
+    A manager may keep *companion models* beside a split's own, between reports:
+    :class:`~optuna_mto.transfer.Companion` objects it puts in ``handle.companions``
+    (by name) in its hooks and judges, replaces or drops there (AMTO's explorer, a
+    teacher). The objective trains those with ``train=True`` after each of its own
+    epochs (``trial.train_companions``; :class:`~optuna_mto.SupervisedTrainer` does)
+    without knowing the strategy; :attr:`has_trainable_companions` declares it up front
+    (a framework callback, which trains one model only, refuses such a manager), and
+    the default :meth:`on_split_end` drops them.
 
     Transfers are considered at report steps ``warmup, warmup + interval,
     warmup + 2 * interval, ...``; ``warmup`` defaults to ``interval`` (``interval=20``:
@@ -142,9 +103,18 @@ class BaseTransferManager(abc.ABC):
         return True
 
     @property
-    def uses_explorer(self) -> bool:
-        """True for strategies that train an explorer copy between transfer steps."""
+    def has_trainable_companions(self) -> bool:
+        """True if the objective must train companion models between reports.
+
+        Read before any split starts: ``optimize`` refuses such a manager with a
+        framework callback that trains one model only. Default False.
+        """
         return False
+
+    @property
+    def uses_explorer(self) -> bool:
+        """Former name of :attr:`has_trainable_companions` (kept for compatibility)."""
+        return self.has_trainable_companions
 
     def should_transfer(self, step: int) -> bool:
         """Return True at the report steps where a transfer is considered.
@@ -180,19 +150,29 @@ class BaseTransferManager(abc.ABC):
     def on_report(self, context: TransferContext, handle: SplitHandle) -> TransferEvent | None:
         """Run the strategy at a transfer step; return the step's event, if any.
 
-        The event's ``accepted`` says whether the split's weights were replaced; the
-        report then publishes ``event.after`` as the split's fitness (when judged on
-        its own validation set) or scores the new weights again.
+        Called by ``trial.report`` at every report step where :meth:`should_transfer`
+        is True, after the objective trained the split's model (and its companions)
+        and before the step is checkpointed and published. The default is
+        :func:`transfer_once`. The event's ``accepted`` says whether the split's
+        weights were replaced; the report then publishes ``event.after`` as the split's
+        fitness (when judged on its own validation set) or scores the new weights again.
         """
         return transfer_once(self, context, handle)
 
     def on_split_end(self, handle: SplitHandle) -> None:
-        """Called once when the split's objective has returned (or was pruned)."""
-        handle.explorer = None
+        """Called once when the split's objective has returned (or was pruned).
 
-    @abc.abstractmethod
+        Default: drop every companion model (``handle.companions``).
+        """
+        handle.companions.clear()
+
     def choose_donor(self, context: TransferContext) -> int | None:
-        """Return the split to pull weights from, or None to skip this step."""
+        """Return the split to pull weights from, or None to skip this step.
+
+        Called by the default :meth:`on_report` at each transfer step. Default: None,
+        never transfer.
+        """
+        return None
 
     def candidates(
         self, own: dict[str, Any], donor: dict[str, Any], context: TransferContext
@@ -217,6 +197,45 @@ class BaseTransferManager(abc.ABC):
             The optimizer state to apply, and a JSON record of what changed.
         """
         return optimizer_state, {}
+
+    def explore_hparams(
+        self,
+        values: Mapping[str, Any],
+        distributions: Mapping[str, BaseDistribution],
+        context: TransferContext,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Change the suggested hyperparameters after an accepted transfer (default: nothing).
+
+        Called after :meth:`explore`, once the donor's values were adopted, when the
+        objective suggested any (``trial.suggest_*``); values that are param-group keys
+        of the optimizer are set in the kept optimizer state too.
+
+        Args:
+            values: The split's current values (after adopting the donor's).
+            distributions: The distributions they were suggested from.
+            context: The transfer context (its ``rng`` makes the change replayable).
+
+        Returns:
+            The new values and the changes, ``name: [old, new]``.
+        """
+        return dict(values), {}
+
+    def relations(self, state: Mapping[str, Any]) -> dict[int, float]:
+        """Return the split's learned relation score of each other split (default: none).
+
+        ``trial.relations`` shows it, read from the split's strategy state
+        ``handle.state`` (``state``); a strategy that learns which donors help keeps its
+        scores there and reads them back here.
+        """
+        return {}
+
+    def state_from_checkpoint(self, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the per-split state kept in a checkpoint a split resumes from.
+
+        Called when a retried split resumes; the result becomes ``handle.state``.
+        Default: what the checkpoint stored from ``handle.state``, or nothing.
+        """
+        return dict(checkpoint.get(CHECKPOINT_STRATEGY, {}))
 
     def get_params(self) -> dict[str, Any]:
         """Return the JSON-serialisable constructor arguments, with the class name."""

@@ -292,7 +292,7 @@ def test_amto_is_refused_once_before_any_split_starts(study_name):
     def objective(trial):
         MTOCallback(trial, monitor="val_acc")
 
-    with pytest.raises(ValueError, match="MTOCallback cannot train the explorer") as err:
+    with pytest.raises(ValueError, match="MTOCallback cannot train the companion models") as err:
         study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)
     assert "max_retries" not in str(err.value)
     assert study.study.get_trials() == []  # refused before any split started
@@ -310,7 +310,8 @@ def test_amto_is_still_refused_when_the_callback_is_made_out_of_sight(study_name
         holder.make(trial, monitor="val_acc")  # made where the up-front check cannot see
 
     with pytest.raises(
-        optuna_mto.SplitsGivenUpError, match="ValueError: MTOCallback cannot train the explorer"
+        optuna_mto.SplitsGivenUpError,
+        match="ValueError: MTOCallback cannot train the companion models",
     ):
         study.optimize(objective, dataset=100, evaluate=lambda model, rows: 0.5, dashboard=False)
 

@@ -57,9 +57,6 @@ class RoundRobinAverage(BaseTransferManager):
             )  # fmt: skip
         )
 
-    def choose_donor(self, context: TransferContext) -> int | None:  # unused: own on_report
-        return None
-
 
 class _StopSplit2AfterStep1:
     def __call__(self, study: Any, trial: Any) -> None:
