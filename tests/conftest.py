@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -57,3 +58,23 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.tensor(data.data / 16.0, dtype=torch.float32)
     y = torch.tensor(data.target, dtype=torch.long)
     return x, y
+
+
+#: Tests measured slow (tests/slow_tests.txt); marked ``slow`` so that ``-m "not slow"``
+#: is the fast subset.
+_SLOW = {
+    line.strip()
+    for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests listed in tests/slow_tests.txt ``slow``."""
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        node = Path(item.path).resolve().relative_to(root).as_posix() + "::" + item.name
+        if item.cls is not None:
+            node = node.replace("::" + item.name, f"::{item.cls.__name__}::{item.name}")
+        if node.split()[0] in _SLOW:  # durations print an id up to its first space
+            item.add_marker(pytest.mark.slow)
