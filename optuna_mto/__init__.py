@@ -19,9 +19,7 @@ Glossary (used the same way in code, docs and stored records):
 """
 
 from optuna_mto import checkpoints, transfer
-from optuna_mto._config import StudyConfig
-from optuna_mto._distill import distillation_loss
-from optuna_mto._ensemble import Ensemble
+from optuna_mto._data.splits import BaseSplitter, KFoldSplitter, RandomSplitter, StratifiedSplitter
 from optuna_mto._errors import (
     ArchitectureMismatchError,
     CallbackError,
@@ -32,13 +30,15 @@ from optuna_mto._errors import (
     NonFiniteScoreError,
     SplitsGivenUpError,
 )
-from optuna_mto._events import ReportResult, TransferEvent
-from optuna_mto._open import create_study, load_study
-from optuna_mto._splits import BaseSplitter, KFoldSplitter, RandomSplitter, StratifiedSplitter
-from optuna_mto._study import MTOStudy
-from optuna_mto._summary import CrossSplitSummary
+from optuna_mto._step.events import ReportResult, TransferEvent
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._study.config import StudyConfig
+from optuna_mto._study.distill import distillation_loss
+from optuna_mto._study.ensemble import Ensemble
+from optuna_mto._study.open import create_study, load_study
+from optuna_mto._study.study import MTOStudy
+from optuna_mto._study.summary import CrossSplitSummary
 from optuna_mto._trainer import SupervisedTrainer
-from optuna_mto._trial import SplitTrial
 from optuna_mto.transfer import Explorer
 
 __version__ = "0.3.0"

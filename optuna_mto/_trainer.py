@@ -11,9 +11,9 @@ import optuna
 import torch
 from torch import nn
 
-from optuna_mto import _distributed
-from optuna_mto._hparams import call_with_trial, takes_trial
-from optuna_mto._schema import EXPLORER_EPOCHS_ATTR, TRAIN_EPOCHS_ATTR
+from optuna_mto._step.hparams import call_with_trial, takes_trial
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._storage.schema import EXPLORER_EPOCHS_ATTR, TRAIN_EPOCHS_ATTR
 from optuna_mto._trainer_checks import (
     as_targets,
     check_first_batch,
@@ -21,8 +21,8 @@ from optuna_mto._trainer_checks import (
     label_targets,
     task_of,
 )
-from optuna_mto._trial import SplitTrial
 from optuna_mto._validation import check_choice, check_int
+from optuna_mto._workers import distributed as _distributed
 from optuna_mto.transfer import train_companions
 
 __all__ = ["SupervisedTrainer"]

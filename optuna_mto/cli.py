@@ -15,7 +15,7 @@ from typing import Any
 
 from optuna_mto._errors import MTOError
 from optuna_mto._extras import MissingExtraError, require
-from optuna_mto._optuna_internals import storage_of
+from optuna_mto._storage.optuna_internals import storage_of
 
 __all__ = ["STORAGE_ENV", "load_attr", "main"]
 
@@ -85,13 +85,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     objective = load_attr(args.objective)
     dataset = load_attr(args.dataset) if args.dataset else None
     evaluate = load_attr(args.evaluate) if args.evaluate else None
-    from optuna_mto._distributed import follow_cli  # torchrun: ranks > 0 follow rank 0
+    from optuna_mto._workers.distributed import follow_cli  # torchrun: ranks > 0 follow rank 0
 
     if (status := follow_cli(objective, args.device, args.n_jobs)) is not None:
         return status  # without opening the study: rank 0 alone runs its trials
     study = _open(args)
     if args.device == "auto":  # the GPU the scheduler's LOCAL_RANK, SLURM_LOCALID... name
-        from optuna_mto._device_env import auto_devices
+        from optuna_mto._workers.device_env import auto_devices
 
         devices = auto_devices(args.n_jobs)
     else:
@@ -125,14 +125,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     study = _open(args)
     chosen = args.best or args.split is not None or args.ensemble or args.soup
     if args.soup or (not chosen and study.transfer.default_output == "uniform_soup"):
-        from optuna_mto._outputs import export_soup
+        from optuna_mto._study.outputs import export_soup
 
         path, splits = export_soup(study, args.output)
         print(f"exported the uniform soup of splits {splits} to {path}; load it with "
               f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))")  # fmt: skip
         return 0
     if not (args.best or args.split is not None):  # the default output: the ensemble
-        from optuna_mto._outputs import export_ensemble
+        from optuna_mto._study.outputs import export_ensemble
 
         path, info, left_out = export_ensemble(study, args.output)
         out = ", ".join(f"split {k} ({why})" for k, why in left_out.items())
@@ -169,7 +169,7 @@ def _cmd_transfers(args: argparse.Namespace) -> int:
 
 def _cell(value: Any) -> str:
     """A transfer event's field as a table cell, numbers formatted as in the summary."""
-    from optuna_mto._summary import format_number
+    from optuna_mto._study.summary import format_number
 
     if isinstance(value, float):
         return format_number(value)

@@ -12,9 +12,9 @@ from optuna.trial import TrialState
 from torch import nn
 
 import optuna_mto
-from optuna_mto._arch import arch_signature, check_architecture, tensor_shapes
-from optuna_mto._board import SplitRecord
-from optuna_mto._lifecycle import split_statuses
+from optuna_mto._step.arch import arch_signature, check_architecture, tensor_shapes
+from optuna_mto._step.board import SplitRecord
+from optuna_mto._workers.lifecycle import split_statuses
 from optuna_mto.checkpoints import CheckpointRef
 from optuna_mto.transfer import GreedyTransfer, NoTransfer
 

@@ -105,7 +105,7 @@ def test_visualization_is_a_leaf() -> None:
         and any(t.startswith("optuna_mto.visualization") for t in targets)
     )
     # The CLI draws figures; optimize injects the dashboard publisher into the monitor.
-    assert importers == ["optuna_mto._optimize", "optuna_mto.cli"]
+    assert importers == ["optuna_mto._study.optimize", "optuna_mto.cli"]
 
 
 def _is_private_optuna(dotted: str) -> bool:
@@ -142,7 +142,7 @@ def _private_optuna_imports(tree: ast.AST) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(_modules()))
 def test_optuna_internals_only_through_the_adapter(name: str) -> None:
-    if name == "optuna_mto._optuna_internals":
+    if name == "optuna_mto._storage.optuna_internals":
         return
     tree = ast.parse(_modules()[name].read_text())
     private = sorted(
@@ -155,7 +155,7 @@ def test_optuna_internals_only_through_the_adapter(name: str) -> None:
         }
     )
     modules = _private_optuna_imports(tree)
-    assert (private, modules) == ([], []), f"use optuna_mto._optuna_internals in {name}"
+    assert (private, modules) == ([], []), f"use optuna_mto._storage.optuna_internals in {name}"
 
 
 @pytest.mark.parametrize(

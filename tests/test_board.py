@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from _models import digits_trainer
 
 import optuna_mto
-from optuna_mto._optuna_internals import storage_of, study_id_of
-from optuna_mto._schema import BOARD_PREFIX_V1, BOARD_TABLE, FORMAT_KEY, FORMAT_VERSION
+from optuna_mto._storage.optuna_internals import storage_of, study_id_of
+from optuna_mto._storage.schema import BOARD_PREFIX_V1, BOARD_TABLE, FORMAT_KEY, FORMAT_VERSION
 
 
 def _read_cost(study: optuna_mto.MTOStudy) -> tuple[list[str], int]:

@@ -104,7 +104,7 @@ def _example(monkeypatch):
 def test_every_architecture_takes_32x32_images_and_transfers_whole(monkeypatch, arch):
     import torch
 
-    from optuna_mto._state import apply_state, capture_state
+    from optuna_mto._step.state import apply_state, capture_state
 
     example = _example(monkeypatch)
     assert arch in example.ARCHS

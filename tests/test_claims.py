@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 _RACE_CHILD_ENV = "OPTUNA_MTO_TEST_RACE_CHILD"
 if os.environ.get(_RACE_CHILD_ENV):
-    # A spawned racing process re-imports this module. Import _claims.py (the code under
+    # A spawned racing process re-imports this module. Import _workers/claims.py (the code under
     # test, unchanged) without running the package __init__, which imports torch: that
     # takes seconds per process and would dominate the run time of the race test.
     _spec = importlib.util.find_spec("optuna_mto")
@@ -23,7 +23,7 @@ if os.environ.get(_RACE_CHILD_ENV):
     _package.__path__ = list(_spec.submodule_search_locations)
     sys.modules.setdefault("optuna_mto", _package)
 
-from optuna_mto._claims import Budgets, ClaimTable, SplitClaim, plan_next_claim  # noqa: E402
+from optuna_mto._workers.claims import Budgets, ClaimTable, SplitClaim, plan_next_claim  # noqa: E402
 
 POSTGRES_ENV = "OPTUNA_MTO_TEST_POSTGRES_URL"
 NOW = datetime.datetime(2024, 5, 1, 12, 0, 0)

@@ -16,7 +16,7 @@ from conftest import postgres_url
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._storage import open_storage
+from optuna_mto._storage.rdb import open_storage
 from optuna_mto.transfer import GreedyTransfer
 
 TESTS = Path(__file__).parent

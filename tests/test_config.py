@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from optuna_mto._config import CONFIG_KEY, StudyConfig
 from optuna_mto._errors import ConfigConflictError, MTOError
+from optuna_mto._study.config import CONFIG_KEY, StudyConfig
 
 
 def test_defaults_are_valid() -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import torch
 from conftest import postgres_url
 
-from optuna_mto._retry import connection_limit_hint
+from optuna_mto._storage.retry import connection_limit_hint
 
 ROLE = "mto_test_limited"
 
@@ -58,7 +58,7 @@ _JOB = textwrap.dedent(
     from sklearn.datasets import load_digits
     from optuna.trial import TrialState
     import optuna_mto
-    from optuna_mto._schema import SPLIT_KEY
+    from optuna_mto._storage.schema import SPLIT_KEY
 
 
     def mlp():

@@ -23,8 +23,8 @@ import yaml
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._device_env import auto_devices, device_from_environment
-from optuna_mto._schema import SPLIT_KEY
+from optuna_mto._storage.schema import SPLIT_KEY
+from optuna_mto._workers.device_env import auto_devices, device_from_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "examples" / "deploy"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_mto._distill import distill, distillation_loss, teacher_targets
-from optuna_mto._ensemble import Ensemble
+from optuna_mto._study.distill import distill, distillation_loss, teacher_targets
+from optuna_mto._study.ensemble import Ensemble
 
 
 def _fit(model: nn.Module, x, y, loss_fn, epochs: int = 60, lr: float = 1e-2) -> nn.Module:

@@ -9,7 +9,7 @@ from _models import adam_fast, digits_trainer, tiny_mlp
 from torch import nn
 
 import optuna_mto
-from optuna_mto._distill import train_without_teacher
+from optuna_mto._study.distill import train_without_teacher
 from optuna_mto.transfer import NoTransfer
 
 K = 3

@@ -1,4 +1,4 @@
-"""DDP inside a split: one split per torchrun process group (optuna_mto._distributed).
+"""DDP inside a split: one split per torchrun process group (optuna_mto._workers.distributed).
 
 The multi-process tests launch real ranks with ``python -m torch.distributed.run`` on the
 CPU (gloo) against a SQLite study, with the objectives of ``tests/_ddp.py``.
@@ -20,10 +20,10 @@ import torch
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto import _ddp_group
-from optuna_mto._ddp_group import Group
-from optuna_mto._lifecycle import split_statuses
-from optuna_mto._schema import RESUMED_FROM_ATTR, SPLIT_KEY
+from optuna_mto._storage.schema import RESUMED_FROM_ATTR, SPLIT_KEY
+from optuna_mto._workers import ddp_group as _ddp_group
+from optuna_mto._workers.ddp_group import Group
+from optuna_mto._workers.lifecycle import split_statuses
 from optuna_mto.transfer import GreedyTransfer
 
 TESTS = Path(__file__).resolve().parent

@@ -9,13 +9,13 @@ import optuna
 import pytest
 import torch
 
-from optuna_mto._execution import (
+from optuna_mto._storage.rdb import open_storage
+from optuna_mto._workers.execution import (
     assign_devices,
     cpu_threads_per_worker,
     heartbeat,
     resolve_executor,
 )
-from optuna_mto._storage import open_storage
 
 
 def _module_level_objective(trial) -> float:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from _util import run_in_subprocess
 
-from optuna_mto._fingerprint import dataset_fingerprint
+from optuna_mto._data.fingerprint import dataset_fingerprint
 
 # ----------------------------------------------------------------------------- fingerprints
 
@@ -70,7 +70,7 @@ def test_fingerprint_string_labels() -> None:
 def test_fingerprint_identical_in_subprocess() -> None:
     code = (
         "import numpy as np\n"
-        "from optuna_mto._fingerprint import dataset_fingerprint\n"
+        "from optuna_mto._data.fingerprint import dataset_fingerprint\n"
         "d = np.random.default_rng(5).normal(size=(500, 3, 2)).astype(np.float32)\n"
         "print(dataset_fingerprint(500, np.arange(500) % 7, d))\n"
     )

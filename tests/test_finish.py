@@ -8,8 +8,8 @@ import pytest
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._finish import final_value
-from optuna_mto._lifecycle import split_statuses
+from optuna_mto._step.finish import final_value
+from optuna_mto._workers.lifecycle import split_statuses
 from optuna_mto.transfer import NoTransfer
 
 

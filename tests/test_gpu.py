@@ -236,7 +236,7 @@ def test_a_split_that_crashed_on_the_gpu_resumes_there_with_its_cuda_rng_state(
 
 
 def test_rng_states_round_trip_through_a_checkpoint_loaded_onto_the_gpu(tmp_path):
-    from optuna_mto._state import get_rng_state, set_rng_state
+    from optuna_mto._step.state import get_rng_state, set_rng_state
     from optuna_mto.checkpoints import AtomicFileSystemArtifactStore, CheckpointStore
 
     device = torch.device("cuda:0")

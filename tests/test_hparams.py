@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from optuna_mto._hparams import call_with_trial, sync_optimizer_state, takes_trial
+from optuna_mto._step.hparams import call_with_trial, sync_optimizer_state, takes_trial
 
 
 def test_factories_get_the_trial_only_when_they_ask_for_it():

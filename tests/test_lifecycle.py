@@ -12,13 +12,13 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._claims import utc_now
-from optuna_mto._exclusive import earlier_attempt_lives, give_up_if_superseded
-from optuna_mto._lifecycle import split_statuses, work_left
-from optuna_mto._optuna_internals import storage_of, study_id_of, trial_id_of
-from optuna_mto._schema import FAIL_REASON_KEY, claims_table
-from optuna_mto._storage import get_engine
-from optuna_mto._worker import Job, Worker
+from optuna_mto._storage.optuna_internals import storage_of, study_id_of, trial_id_of
+from optuna_mto._storage.rdb import get_engine
+from optuna_mto._storage.schema import FAIL_REASON_KEY, claims_table
+from optuna_mto._workers.claims import utc_now
+from optuna_mto._workers.exclusive import earlier_attempt_lives, give_up_if_superseded
+from optuna_mto._workers.lifecycle import split_statuses, work_left
+from optuna_mto._workers.worker import Job, Worker
 
 # The test plays a worker by hand (ask/tell outside optimize), which Optuna warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -131,7 +131,7 @@ def test_a_retry_planned_on_a_stale_look_is_withdrawn(study_name, storage_url, m
         looks.append(left)
         return left
 
-    monkeypatch.setattr("optuna_mto._worker.work_left", look)
+    monkeypatch.setattr("optuna_mto._workers.worker.work_left", look)
     assert _worker(rt)._claim() is None  # claimed attempt 1, saw attempt 0 done, withdrew
     assert rt.claims.latest()[0].attempt == 0
     states = [t.state for t in rt.study.get_trials()]

@@ -36,8 +36,8 @@ def optuna_records():
 
 
 def test_library_loggers_live_under_optuna():
-    assert get_logger("optuna_mto._worker").name == f"{LOGGER_ROOT}._worker"
-    assert get_logger("optuna_mto._worker").parent.name in ("optuna", LOGGER_ROOT)
+    assert get_logger("optuna_mto._workers.worker").name == f"{LOGGER_ROOT}._workers.worker"
+    assert get_logger("optuna_mto._workers.worker").parent.name in ("optuna", LOGGER_ROOT)
 
 
 def test_set_verbosity_silences_and_restores_optuna_mto_logs(study_name, digits, optuna_records):

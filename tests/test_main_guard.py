@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from optuna_mto._main_guard import (
+from optuna_mto._study.main_guard import (
     _guarded_ranges,
     guard_message,
     in_worker_bootstrap,

@@ -17,9 +17,9 @@ from _util import kill_group_once_splits_run
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto import _report
-from optuna_mto._optuna_parts import OPTUNA_PARTS_KEY
-from optuna_mto._storage import get_engine
+from optuna_mto._step import report as _report
+from optuna_mto._storage.rdb import get_engine
+from optuna_mto._study.optuna_parts import OPTUNA_PARTS_KEY
 from optuna_mto.transfer import GreedyTransfer, NoTransfer, PBTTransfer
 
 TESTS = Path(__file__).parent
@@ -75,7 +75,7 @@ def test_sampler_pruner_sigkill_resume_mlflow_and_artifacts(tmp_path, study_name
     url = f"sqlite:///{tmp_path / 'study.db'}"
     mlruns = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _run(url, study_name, 2, mlruns)  # splits 0 and 1 start side by side
-    storage = optuna_mto._storage.open_storage(url)
+    storage = optuna_mto._storage.rdb.open_storage(url)
     kill_group_once_splits_run(first, storage, study_name, 2)
     study = optuna.load_study(study_name=study_name, storage=storage)
     sampled = {t.system_attrs["mto:split"]: t.params["lr"] for t in study.get_trials()}

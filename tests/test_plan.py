@@ -10,9 +10,9 @@ import pytest
 from _models import tiny_mlp
 
 import optuna_mto
-from optuna_mto._dataset import dataset_info
-from optuna_mto._plan import MIN_TRAIN_ROWS, MIN_VALID_ROWS, SplitPlan, check_plan
-from optuna_mto._splits import make_splitter
+from optuna_mto._data.dataset import dataset_info
+from optuna_mto._data.plan import MIN_TRAIN_ROWS, MIN_VALID_ROWS, SplitPlan, check_plan
+from optuna_mto._data.splits import make_splitter
 from optuna_mto.transfer import NoTransfer
 
 

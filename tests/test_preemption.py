@@ -20,7 +20,7 @@ from conftest import postgres_url
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._lifecycle import split_statuses
+from optuna_mto._workers.lifecycle import split_statuses
 
 TESTS = Path(__file__).parent
 

@@ -7,7 +7,7 @@ import math
 import re
 import threading
 
-from optuna_mto._progress import ProgressView, SplitProgress, format_duration, render_lines
+from optuna_mto._study.progress import ProgressView, SplitProgress, format_duration, render_lines
 
 
 class FakeClock:

@@ -20,7 +20,7 @@ from _util import kill_group_once_splits_run
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._storage import get_engine
+from optuna_mto._storage.rdb import get_engine
 
 TESTS = Path(__file__).parent
 EPOCHS = 12
@@ -61,7 +61,7 @@ def _run(url: str, name: str, **kwargs) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigkill_mid_training_then_restart_resumes_every_split(storage_url, study_name):
     first = _run(storage_url, study_name, start_new_session=True)
-    storage = optuna_mto._storage.open_storage(storage_url)
+    storage = optuna_mto._storage.rdb.open_storage(storage_url)
     kill_group_once_splits_run(first, storage, study_name, 4)  # all 4 splits mid-training
     study = optuna.load_study(study_name=study_name, storage=storage)
     killed = {t.params["split"]: t for t in study.get_trials()}
@@ -196,7 +196,7 @@ import torch  # noqa: E402  (used by the test above)
 def test_ctrl_c_leaves_nothing_running_and_the_next_run_resumes(tmp_path, study_name):
     url = f"sqlite:///{tmp_path / 'ctrlc.db'}"
     first = _run(url, study_name, start_new_session=True)
-    storage = optuna_mto._storage.open_storage(url)
+    storage = optuna_mto._storage.rdb.open_storage(url)
     deadline = time.monotonic() + 120
     trials = []
     while time.monotonic() < deadline:

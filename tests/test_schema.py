@@ -1,8 +1,8 @@
-"""Every stored name is spelled once, in ``optuna_mto/_schema.py``, and keeps its value.
+"""Every stored name is spelled once, in ``optuna_mto/_storage/schema.py``, and keeps its value.
 
 A stored name (attribute key or prefix, table name, checkpoint field) spelled as a string
 literal anywhere else in the package fails here, naming the file and line: import the
-constant from ``optuna_mto._schema`` instead.
+constant from ``optuna_mto._storage.schema`` instead.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from optuna_mto import _schema
+from optuna_mto._storage import schema as _schema
 
 PACKAGE = Path(__file__).resolve().parents[1] / "optuna_mto"
 
@@ -234,10 +234,10 @@ def test_stored_names_keep_their_values() -> None:
 def test_no_stored_name_is_spelled_outside_the_schema() -> None:
     hits = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name != "_schema.py" or path.parent != PACKAGE:
+        if path != PACKAGE / "_storage" / "schema.py":
             relative = path.relative_to(PACKAGE.parent).as_posix()
             hits += spelled_stored_names(path.read_text(), relative)
-    assert hits == [], "import these from optuna_mto._schema:\n" + "\n".join(hits)
+    assert hits == [], "import these from optuna_mto._storage.schema:\n" + "\n".join(hits)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optuna_mto._soup import average_states, greedy_soup, shared_ancestry
+from optuna_mto._study.soup import average_states, greedy_soup, shared_ancestry
 
 
 def test_average_states_means_floats_keeps_integers_and_checks_shapes():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 
 from optuna_mto import TransferEvent
-from optuna_mto._split_trials import count_transfers, transfer_tried
+from optuna_mto._workers.split_trials import count_transfers, transfer_tried
 
 
 def _event(accepted: bool, after: float, reason: str = "") -> TransferEvent:

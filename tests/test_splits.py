@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _util import run_in_subprocess
 
-from optuna_mto._splits import (
+from optuna_mto._data.splits import (
     SPLITTER_KINDS,
     SPLITTERS,
     BaseSplitter,
@@ -205,7 +205,7 @@ def test_splits_identical_in_subprocess() -> None:
     ]
     code = (
         "import hashlib, json, numpy as np\n"
-        "from optuna_mto._splits import make_splitter\n"
+        "from optuna_mto._data.splits import make_splitter\n"
         f"cases = {cases!r}\n"
         "out = []\n"
         "for kind, seed, k, n in cases:\n"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from optuna_mto._state import (
+from optuna_mto._step.state import (
     apply_state,
     capture_state,
     check_compatible,

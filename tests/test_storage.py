@@ -10,7 +10,7 @@ import pytest
 from _models import digits_trainer
 from conftest import postgres_url
 
-from optuna_mto._storage import open_storage
+from optuna_mto._storage.rdb import open_storage
 
 
 def test_a_misspelt_driver_names_the_one_meant_not_the_server():
@@ -61,7 +61,7 @@ def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, st
     import sqlalchemy as sa
 
     import optuna_mto
-    from optuna_mto._storage import MAX_OVERFLOW, POOL_SIZE, get_engine
+    from optuna_mto._storage.rdb import MAX_OVERFLOW, POOL_SIZE, get_engine
 
     app = f"mto-{uuid.uuid4().hex[:8]}"
     url = sa.make_url(postgres_url()).update_query_dict({"application_name": app})

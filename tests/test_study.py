@@ -223,7 +223,7 @@ def test_conflicting_config_and_missing_study(study_name):
     assert same.n_splits == 3
     with pytest.raises(KeyError, match="No study named 'missing'.*" + study_name):
         optuna_mto.load_study(study_name="missing")
-    optuna.create_study(study_name="plain", storage=optuna_mto._storage.default_storage_url())
+    optuna.create_study(study_name="plain", storage=optuna_mto._storage.rdb.default_storage_url())
     with pytest.raises(ValueError, match="not created by optuna_mto"):
         optuna_mto.load_study(study_name="plain")
 

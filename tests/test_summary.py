@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from optuna_mto._summary import CrossSplitSummary, latest_split_trials
+from optuna_mto._study.summary import CrossSplitSummary, latest_split_trials
 
 K = 4
 # Row i: split i's best model scored on every split's validation set.

@@ -8,8 +8,8 @@ from _models import tiny_mlp
 from torch import nn
 
 import optuna_mto
-from optuna_mto._optuna_internals import storage_of, study_id_of
-from optuna_mto._schema import CONFIG_KEY, TASK_KEY
+from optuna_mto._storage.optuna_internals import storage_of, study_id_of
+from optuna_mto._storage.schema import CONFIG_KEY, TASK_KEY
 from optuna_mto.transfer import NoTransfer
 
 

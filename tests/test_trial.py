@@ -9,8 +9,8 @@ from _models import digits_trainer, tiny_mlp
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._lifecycle import split_statuses
-from optuna_mto._storage import get_engine
+from optuna_mto._storage.rdb import get_engine
+from optuna_mto._workers.lifecycle import split_statuses
 from optuna_mto.transfer import GreedyTransfer, NoTransfer
 
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from optuna_mto._errors import CheckpointError
-from optuna_mto._schema import ARTIFACT_ID_PREFIX
+from optuna_mto._storage.schema import ARTIFACT_ID_PREFIX
 from optuna_mto.checkpoints._format import deserialize_state, serialize_state, sha256_hex
 
 if TYPE_CHECKING:
     import torch
 
-    from optuna_mto._optuna_internals import ArtifactStore
+    from optuna_mto._storage.optuna_internals import ArtifactStore
 
 __all__ = ["CheckpointRef", "CheckpointStore"]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from optuna_mto._schema import artifacts_table, chunks_table, ensure_tables
+from optuna_mto._storage.schema import artifacts_table, chunks_table, ensure_tables
 from optuna_mto._validation import check_int
 
 if TYPE_CHECKING:
@@ -176,6 +176,6 @@ class DatabaseArtifactStore:
 
 if TYPE_CHECKING:
     # A static-typing assertion that the store implements Optuna's ArtifactStore protocol.
-    from optuna_mto._optuna_internals import ArtifactStore
+    from optuna_mto._storage.optuna_internals import ArtifactStore
 
     _: ArtifactStore = DatabaseArtifactStore("")

@@ -161,6 +161,6 @@ class AtomicFileSystemArtifactStore:
 
 if TYPE_CHECKING:
     # A static-typing assertion that the store implements Optuna's ArtifactStore protocol.
-    from optuna_mto._optuna_internals import ArtifactStore
+    from optuna_mto._storage.optuna_internals import ArtifactStore
 
     _: ArtifactStore = AtomicFileSystemArtifactStore("")

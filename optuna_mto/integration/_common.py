@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from optuna_mto._frameworks import companion_refusal
-from optuna_mto._trial import SplitTrial
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._study.frameworks import companion_refusal
 from optuna_mto._validation import check_choice
 
 __all__ = ["check_callback_args", "refuse_companions"]
@@ -16,7 +16,7 @@ def refuse_companions(trial: SplitTrial, name: str) -> None:
     split's data between reports (AMTO's explorer). A callback inside another framework's
     training loop cannot train them; without that, AMTO would silently become a lagged
     copy of a donor. ``optimize`` refuses it once before any split starts when it finds the
-    callback in the objective's code (see ``optuna_mto._frameworks``); this catches the rest.
+    callback in the objective's code (see ``optuna_mto._study.frameworks``); this catches the rest.
 
     Raises:
         ValueError: If the study's transfer manager has companions to train.

@@ -23,12 +23,12 @@ except ImportError:
     except ImportError as err:  # pragma: no cover - exercised only without the extra.
         raise missing_extra("optuna_mto.integration.MTOCallback", "lightning") from err
 
-from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
-from optuna_mto._optuna_internals import trial_id_of
-from optuna_mto._retry import retry_transient
-from optuna_mto._schema import LIGHTNING_LOOP_PREFIX, SPLIT_KEY, step_key
-from optuna_mto._trial import SplitTrial
+from optuna_mto._step.events import ReportResult
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._storage.optuna_internals import trial_id_of
+from optuna_mto._storage.retry import retry_transient
+from optuna_mto._storage.schema import LIGHTNING_LOOP_PREFIX, SPLIT_KEY, step_key
 from optuna_mto.integration._common import check_callback_args
 
 __all__ = ["MTOCallback", "trainer_device_kwargs"]

@@ -13,11 +13,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from optuna_mto._events import ReportResult
 from optuna_mto._extras import missing_extra
-from optuna_mto._optuna_internals import experimental_class
-from optuna_mto._schema import CROSS_SCORES_ATTR
-from optuna_mto._trial import SplitTrial
+from optuna_mto._step.events import ReportResult
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._storage.optuna_internals import experimental_class
+from optuna_mto._storage.schema import CROSS_SCORES_ATTR
 from optuna_mto._validation import check_name
 from optuna_mto.integration._tracking import (
     STATUS,

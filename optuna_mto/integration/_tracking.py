@@ -7,8 +7,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_mto._events import ReportResult
-from optuna_mto._schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY, SPLIT_PARAM
+from optuna_mto._step.events import ReportResult
+from optuna_mto._storage.schema import CURRENT_HPARAMS_ATTR, SPLIT_KEY, SPLIT_PARAM
 
 __all__ = ["STATUS", "numeric", "report_metrics", "split_of"]
 

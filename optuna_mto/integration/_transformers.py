@@ -12,10 +12,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     missing = err.name if err.name in ("transformers", "accelerate") else "transformers"
     raise missing_extra("optuna_mto.integration.MTOTrainerCallback", missing) from err
 
-from optuna_mto._events import ReportResult
 from optuna_mto._logging import get_logger
-from optuna_mto._optuna_internals import experimental_class
-from optuna_mto._trial import SplitTrial
+from optuna_mto._step.events import ReportResult
+from optuna_mto._step.trial import SplitTrial
+from optuna_mto._storage.optuna_internals import experimental_class
 from optuna_mto.integration._common import check_callback_args
 
 __all__ = ["MTOTrainerCallback"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna_mto._handle import SplitHandle
+from optuna_mto._step.handle import SplitHandle
 from optuna_mto.transfer._adaptive import (
     AdaptiveTransfer,
     Explorer,

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optuna_mto._events import TransferEvent
-from optuna_mto._schema import (
+from optuna_mto._step.events import TransferEvent
+from optuna_mto._step.state import apply_state, capture_state
+from optuna_mto._storage.schema import (
     CHECKPOINT_HPARAMS,
     CHECKPOINT_MODEL,
     CHECKPOINT_STRATEGY,
     RELATIONS_ATTR_PREFIX,
     RELATIONS_FIELD,
 )
-from optuna_mto._state import apply_state, capture_state
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
 from optuna_mto.transfer._companion import Companion
@@ -26,7 +26,7 @@ from optuna_mto.transfer._interpolate import interpolate_state
 from optuna_mto.transfer._selection import is_better
 
 if TYPE_CHECKING:
-    from optuna_mto._handle import SplitHandle
+    from optuna_mto._step.handle import SplitHandle
 
 __all__ = ["AdaptiveTransfer", "Explorer", "relations_of", "softmax_select", "update_relation"]
 

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from optuna_mto._events import TransferEvent
-from optuna_mto._schema import CHECKPOINT_MODEL, CHECKPOINT_STRATEGY
+from optuna_mto._step.events import TransferEvent
+from optuna_mto._storage.schema import CHECKPOINT_MODEL, CHECKPOINT_STRATEGY
 from optuna_mto._validation import check_number
 from optuna_mto.transfer._base import BaseTransferManager, TransferContext
 from optuna_mto.transfer._interpolate import interpolate_state
 from optuna_mto.transfer._selection import select_best
 
 if TYPE_CHECKING:
-    from optuna_mto._handle import SplitHandle
+    from optuna_mto._step.handle import SplitHandle
 
 __all__ = ["AveragingTransfer", "pull_toward_average"]
 

@@ -7,8 +7,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from optuna_mto._events import TransferEvent
-from optuna_mto._schema import CHECKPOINT_STRATEGY
+from optuna_mto._step.events import TransferEvent
+from optuna_mto._storage.schema import CHECKPOINT_STRATEGY
 from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._context import TransferContext
 from optuna_mto.transfer._selection import is_better
@@ -16,7 +16,7 @@ from optuna_mto.transfer._selection import is_better
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from optuna_mto._handle import SplitHandle
+    from optuna_mto._step.handle import SplitHandle
 
 __all__ = ["GATES", "BaseTransferManager", "Candidate", "TransferContext", "transfer_once"]
 
@@ -33,7 +33,7 @@ class BaseTransferManager:
     A manager owns its algorithm. At each transfer step (:meth:`should_transfer`) of
     every split, :meth:`on_report` gets a :class:`TransferContext` (the K latest
     records, read once; a generator seeded from study seed, split and step) and the
-    split's :class:`~optuna_mto._handle.SplitHandle`, through which it loads donor
+    split's :class:`~optuna_mto._step.handle.SplitHandle`, through which it loads donor
     checkpoints, scores and applies candidates, and records events; it never touches
     storage or Optuna itself. Its per-split state goes into ``handle.state``, which is
     checkpointed and restored with the split (:meth:`relations` shows part of it on

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from optuna_mto._board import SplitRecord
+    from optuna_mto._step.board import SplitRecord
 
 __all__ = ["TransferContext"]
 

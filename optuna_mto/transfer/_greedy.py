@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from optuna_mto._schema import CHECKPOINT_MODEL
+from optuna_mto._storage.schema import CHECKPOINT_MODEL
 from optuna_mto._validation import check_int, check_number
 from optuna_mto.transfer._base import GATES, BaseTransferManager, Candidate, TransferContext
 from optuna_mto.transfer._selection import (

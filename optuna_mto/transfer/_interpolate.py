@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from optuna_mto._schema import CHECKPOINT_MODEL
+from optuna_mto._storage.schema import CHECKPOINT_MODEL
 from optuna_mto.transfer._base import Candidate, TransferContext
 from optuna_mto.transfer._greedy import GreedyTransfer
 

@@ -11,8 +11,8 @@ from optuna_mto.transfer._greedy import GreedyTransfer
 from optuna_mto.transfer._selection import select_best
 
 if TYPE_CHECKING:
-    from optuna_mto._events import TransferEvent
-    from optuna_mto._handle import SplitHandle
+    from optuna_mto._step.events import TransferEvent
+    from optuna_mto._step.handle import SplitHandle
 
 __all__ = ["RescueTransfer", "clearly_behind"]
 

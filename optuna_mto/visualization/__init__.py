@@ -14,7 +14,7 @@ optuna-dashboard shows them on the study's page; :func:`refresh_dashboard` does 
 same at most every N seconds and never raises, for use while the study runs.
 
 Like Optuna's, this package is a leaf: its modules import from the core only the
-summary (``optuna_mto._summary``), the stored names (``optuna_mto._schema``) and the
+summary (``optuna_mto._study.summary``), the stored names (``optuna_mto._storage.schema``) and the
 logger. The core uses only :func:`refresh_dashboard`, as the publisher
 ``refresh_dashboard(study, force=...)`` that keeps the dashboard current while a study runs.
 """

@@ -8,7 +8,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 
-from optuna_mto._summary import format_number, latest_split_trials
+from optuna_mto._study.summary import format_number, latest_split_trials
 
 if TYPE_CHECKING:
     from optuna_mto import MTOStudy, TransferEvent

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from optuna_mto._summary import CrossSplitSummary, format_number
+from optuna_mto._study.summary import CrossSplitSummary, format_number
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._study.study import MTOStudy
 
 __all__ = ["plot_cross_split"]
 

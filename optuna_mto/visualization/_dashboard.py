@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 
 from optuna_mto._extras import require
 from optuna_mto._logging import get_logger
-from optuna_mto._optuna_internals import storage_of, study_id_of
-from optuna_mto._summary import format_number
+from optuna_mto._storage.optuna_internals import storage_of, study_id_of
+from optuna_mto._study.summary import format_number
 from optuna_mto._validation import check_number
 from optuna_mto.visualization._cross_split import plot_cross_split
 from optuna_mto.visualization._diversity import plot_diversity
@@ -22,7 +22,7 @@ from optuna_mto.visualization._relations import plot_relations
 from optuna_mto.visualization._transfer_graph import plot_transfer_graph
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._study.study import MTOStudy
 
 __all__ = [
     "DASHBOARD_FIGURES",

@@ -14,7 +14,7 @@ from optuna_mto.visualization._common import (
 )
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._study.study import MTOStudy
 
 __all__ = ["plot_fitness"]
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from optuna_mto._schema import RELATIONS_ATTR_PREFIX
+from optuna_mto._storage.schema import RELATIONS_ATTR_PREFIX
 from optuna_mto.visualization._common import empty_figure, split_color, split_trials
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._study.study import MTOStudy
 
 __all__ = ["NO_RELATIONS_MESSAGE", "plot_relations", "relation_scores"]
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from optuna_mto._summary import transfer_tried
+from optuna_mto._study.summary import transfer_tried
 from optuna_mto.visualization._common import split_color
 
 if TYPE_CHECKING:
-    from optuna_mto._study import MTOStudy
+    from optuna_mto._study.study import MTOStudy
 
 __all__ = ["plot_transfer_graph", "transfer_counts"]
 
@@ -30,7 +30,7 @@ def transfer_counts(study: MTOStudy) -> dict[tuple[int, int], tuple[int, int, in
         ``{(donor, receiver): (kept, tried, skipped)}`` for every pair with at least
         one attempt. ``tried`` counts the attempts that scored a candidate, by the rule
         of :class:`~optuna_mto.CrossSplitSummary` and the progress view
-        (``optuna_mto._summary.transfer_tried``); ``skipped`` those that recorded why
+        (``optuna_mto._study.summary.transfer_tried``); ``skipped`` those that recorded why
         nothing was scored (e.g. an unreadable donor checkpoint).
     """
     kept: Counter[tuple[int, int]] = Counter()

@@ -10,7 +10,7 @@ from _models import adam_suggested, digits_trainer
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._lifecycle import split_statuses
+from optuna_mto._workers.lifecycle import split_statuses
 from optuna_mto.transfer import GreedyTransfer, NoTransfer
 
 EPOCHS = 2

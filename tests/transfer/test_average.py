@@ -13,7 +13,7 @@ import torch
 from _models import adam_fast, tiny_mlp
 
 import optuna_mto
-from optuna_mto._outputs import export_soup
+from optuna_mto._study.outputs import export_soup
 from optuna_mto.transfer import (
     AveragingTransfer,
     GreedyTransfer,

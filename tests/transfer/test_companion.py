@@ -21,7 +21,7 @@ from _models import digits_trainer
 
 import optuna_mto
 from optuna_mto import TransferEvent
-from optuna_mto._frameworks import refuse_untrainable_companions
+from optuna_mto._study.frameworks import refuse_untrainable_companions
 from optuna_mto.transfer import (
     BaseTransferManager,
     Companion,

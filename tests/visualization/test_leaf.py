@@ -9,8 +9,8 @@ import optuna_mto.visualization
 
 #: What the figures may import from the rest of optuna-mto at run time (dependency-free
 #: helpers and the summary they draw).
-ALLOWED = {"optuna_mto._summary", "optuna_mto._schema", "optuna_mto._logging"}
-ALLOWED |= {"optuna_mto._validation", "optuna_mto._optuna_internals", "optuna_mto._extras"}
+ALLOWED = {"optuna_mto._study.summary", "optuna_mto._storage.schema", "optuna_mto._logging"}
+ALLOWED |= {"optuna_mto._validation", "optuna_mto._storage.optuna_internals", "optuna_mto._extras"}
 
 
 def _runtime_imports(path: Path) -> set[str]:

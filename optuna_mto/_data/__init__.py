@@ -1,0 +1,1 @@
+"""Which rows each split trains and validates on: splitters, plans, fingerprints."""

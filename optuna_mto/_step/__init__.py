@@ -1,0 +1,1 @@
+"""One split's report step: the trial, the report pipeline, the board, checkpoints."""

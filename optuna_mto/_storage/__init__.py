@@ -1,0 +1,1 @@
+"""The database: every stored name, retries, the storage and Optuna's internals."""

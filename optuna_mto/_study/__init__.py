@@ -1,0 +1,1 @@
+"""The study: open, optimize, the cross-split summary and the final outputs."""

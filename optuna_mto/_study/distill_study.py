@@ -1,0 +1,169 @@
+"""Distillation from a study: ``MTOStudy.teacher_targets`` and ``MTOStudy.distill``.
+
+The teacher is the study's ensemble of its finished splits, combined by the study's
+task (:mod:`optuna_mto._study.task`); the training itself is in :mod:`optuna_mto._study.distill`.
+The two public functions are ``MTOStudy``'s methods as they stand (``self`` is the study).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from optuna_mto._data.dataset import dataset_info
+from optuna_mto._errors import DatasetMismatchError
+from optuna_mto._study.distill import distill_trainer, teacher_targets
+from optuna_mto._study.task import combine_for, study_task
+from optuna_mto._trainer import SupervisedTrainer
+from optuna_mto._validation import check_int
+
+if TYPE_CHECKING:
+    from optuna_mto._study.ensemble import Ensemble
+    from optuna_mto._study.study import MTOStudy
+
+__all__ = ["study_distill", "study_teacher_targets"]
+
+
+def _needs_trial(fn: Callable[..., Any], n_args: int) -> bool:
+    """True if ``fn`` cannot be called without the trial after its ``n_args`` arguments."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p for p in params if p.default is p.empty and p.kind is not p.VAR_POSITIONAL
+                and p.kind is not p.VAR_KEYWORD]  # fmt: skip
+    return len([p for p in required if p.kind in positional]) > n_args or any(
+        p.name == "trial" for p in required
+    )
+
+
+def _teacher(
+    study: MTOStudy,
+    make_model: Callable[[], nn.Module],
+    task: str | None,
+    splits: Sequence[int] | None,
+    device: torch.device | str,
+) -> tuple[Ensemble, str]:
+    """The study's ensemble (combined by ``task``) on ``device``, and the task to match."""
+    summary = study.summary()
+    if not summary.ranking:
+        raise ValueError(
+            f"Study {study.study_name!r} has no finished split to learn from (split states: "
+            f"{summary.states}): run study.optimize(...) first."
+        )
+    ensemble = study.ensemble(make_model, splits=splits, combine=combine_for(task),
+                              map_location=device)  # fmt: skip
+    return ensemble, task or "regression"  # no task: the "auto" rule averages outputs
+
+
+def study_teacher_targets(  # noqa: D417 (self: the study, as its method)
+    self: MTOStudy,
+    make_model: Callable[[], nn.Module],
+    x: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    splits: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Return the finished models' averaged soft predictions on ``x``, by the study's task.
+
+    Classification: the mean of the K models' softmax probabilities, ``(N, classes)``,
+    each row summing to 1. Regression: the mean of their outputs. For distillation in
+    your own training loop, typically on every row the splits trained on (all but
+    ``study.selection_indices(n)``)::
+
+        targets = study.teacher_targets(make_model, x_train)  # once, before training
+        student = make_model()
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+        for epoch in range(20):
+            for rows in torch.randperm(len(x_train)).split(64):
+                loss = optuna_mto.distillation_loss(
+                    student(x_train[rows]), targets[rows], "classification", temperature=2.0
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+    Args:
+        make_model: Builds one (plain) model of the splits' architecture.
+        x: The inputs (one tensor).
+        batch_size: Rows run through the ensemble at a time.
+        splits: The members (default: every finished split).
+        device: Where the models run and the targets are returned (default: ``x``'s).
+
+    Raises:
+        ValueError: If no split has finished.
+    """
+    check_int("batch_size", batch_size, 1)
+    x = torch.as_tensor(x)
+    device = x.device if device is None else device
+    teacher, task = _teacher(self, make_model, study_task(self._rt), splits, device)
+    chunks = [teacher_targets(teacher, x[i : i + batch_size].to(device), task)
+              for i in range(0, max(len(x), 1), batch_size)]  # fmt: skip
+    return torch.cat(chunks)
+
+
+def study_distill(
+    self: MTOStudy,
+    trainer: SupervisedTrainer,
+    *,
+    epochs: int | None = None,
+    rows: Sequence[int] | np.ndarray | None = None,
+    temperature: float = 1.0,
+    hard_weight: float = 0.0,
+    splits: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Distil the study's ensemble into one fresh model of the splits' architecture.
+
+    The student is built, optimized and batched as ``trainer`` trains a split (its
+    ``model_fn``, ``optimizer_fn``, ``batch_size``, ``seed``; no scheduler), for
+    ``epochs`` (default: the trainer's) on ``rows`` (default: every row of the
+    trainer's dataset except the study's selection rows), matching the ensemble's
+    class probabilities softened by ``temperature`` (its mean output for regression),
+    plus ``hard_weight`` times the trainer's loss on the true labels. Returns the
+    student in eval mode.
+
+    Raises:
+        TypeError: If ``trainer`` is not a :class:`SupervisedTrainer`.
+        ValueError: If no split has finished, or ``model_fn`` or ``optimizer_fn`` needs
+            the split's trial.
+        DatasetMismatchError: If the trainer's dataset is not the study's size.
+    """
+    if not isinstance(trainer, SupervisedTrainer):
+        raise TypeError(
+            f"study.distill(trainer) needs an optuna_mto.SupervisedTrainer (it builds, "
+            f"batches and optimizes the student as the trainer does), but got "
+            f"{type(trainer).__name__}. With your own training loop, use "
+            "study.teacher_targets(make_model, x) and optuna_mto.distillation_loss "
+            "(see help(optuna_mto.MTOStudy.teacher_targets))."
+        )
+    if _needs_trial(trainer.model_fn, 0) or _needs_trial(trainer.optimizer_fn, 1):
+        raise ValueError(
+            "study.distill has no split trial to give, but the trainer's model_fn or "
+            "optimizer_fn needs one (hyperparameters drawn per split): give them a default "
+            "(e.g. trial=None), or use study.teacher_targets(make_model, x) and "
+            "optuna_mto.distillation_loss in your own loop."
+        )
+    data = trainer.dataset[0] if isinstance(trainer.dataset, tuple) else trainer.dataset
+    n, info = len(data), dataset_info(self._rt)
+    if info is not None and info["n_samples"] != n:
+        raise DatasetMismatchError(
+            f"Study {self.study_name!r} was split on {info['n_samples']} rows, but the "
+            f"trainer's dataset has {n}: pass the trainer the study ran."
+        )
+    if rows is None:
+        rows = np.setdiff1d(np.arange(n), self.selection_indices(n))
+    task = study_task(self._rt) or trainer.task
+    teacher, task = _teacher(self, partial(trainer.build_model, -1), task, splits, device)
+    return distill_trainer(
+        teacher, trainer, np.asarray(rows), task=task, epochs=epochs,
+        temperature=temperature, hard_weight=hard_weight, device=device,
+    )  # fmt: skip

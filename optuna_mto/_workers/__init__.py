@@ -1,0 +1,1 @@
+"""Who runs which split: claims, lifecycles, executors, workers and process groups."""
