@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from mnist import load_mnist  # noqa: E402
 
 import optuna_mto  # noqa: E402
-from optuna_mto._board import SplitRecord  # noqa: E402
-from optuna_mto._state import apply_state, capture_state  # noqa: E402
+from optuna_mto._step.board import SplitRecord  # noqa: E402
+from optuna_mto._step.state import apply_state, capture_state  # noqa: E402
 
 SIZES = {"1M": [784, 1024, 256, 10], "25M": [784, 4096, 4096, 1024, 10]}
 

@@ -41,7 +41,7 @@ import torch
 from optuna.trial import TrialState
 
 import optuna_mto
-from optuna_mto._schema import SPLIT_KEY, claims_table
+from optuna_mto._storage.schema import SPLIT_KEY, claims_table
 
 ROLE = "mto_limited"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -16,6 +16,7 @@ diversity of the K models.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import paired  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
 
 

@@ -61,7 +61,7 @@ os.environ["OPTUNA_MTO_HOME"] = str(_TMP / "home")
 import optuna  # noqa: E402
 
 import optuna_mto  # noqa: E402
-from optuna_mto._board import SplitRecord  # noqa: E402
+from optuna_mto._step.board import SplitRecord  # noqa: E402
 from optuna_mto.transfer import GreedyTransfer  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

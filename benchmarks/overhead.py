@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from mnist import load_mnist, make_cnn, make_optimizer  # noqa: E402
 
 import optuna_mto
-from optuna_mto._splits import make_splitter  # noqa: E402
+from optuna_mto._data.splits import make_splitter  # noqa: E402
 from optuna_mto.transfer import NoTransfer  # noqa: E402
 
 

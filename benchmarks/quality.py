@@ -229,7 +229,7 @@ def one_model_outputs(
     Both are fresh models of the split architecture trained for ``epochs`` on every row
     a split may train on (all but the selection rows), in the same seeded order.
     """
-    from optuna_mto._distill import train_without_teacher
+    from optuna_mto._study.distill import train_without_teacher
 
     n = len(trainer.dataset[1])
     rows = np.setdiff1d(np.arange(n), study.selection_indices(n))

@@ -29,7 +29,7 @@ from sklearn.datasets import load_breast_cancer
 from torch import nn
 
 import optuna_mto
-from optuna_mto._splits import make_splitter
+from optuna_mto._data.splits import make_splitter
 from optuna_mto.transfer import NoTransfer
 
 _data = load_breast_cancer()
