@@ -1,7 +1,8 @@
-"""Studies written by optuna-mto 0.1.0 (stored format 1) open, rank, export and resume.
+"""Studies written by optuna-mto 0.1.0 (stored format 1) and 0.2.0 open, rank, export, resume.
 
-The fixture ``tests/fixtures/study_v1.db`` was written by ``make_study_v1.py`` with
-version 0.1.0 and is never regenerated (see that script).
+The fixtures ``tests/fixtures/study_v1.db`` and ``study_v2.db`` were written by
+``make_study_v1.py`` with version 0.1.0 and by ``make_study_v2.py`` (the same studies)
+with version 0.2.0, and are never regenerated (see those scripts).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from _models import _digits, adam_suggested, tiny_mlp
 
 import optuna_mto
 
-FIXTURE = Path(__file__).parent / "fixtures" / "study_v1.db"
+FIXTURES = Path(__file__).parent / "fixtures"
+#: Fixture -> the accepted transfers' receivers of its finished study (as that version ran).
+KEPT = {"study_v1.db": [1], "study_v2.db": []}
 
 
-@pytest.fixture
-def v1_url(tmp_path: Path) -> str:
-    path = tmp_path / "study_v1.db"
-    shutil.copy(FIXTURE, path)
+@pytest.fixture(params=sorted(KEPT))
+def v1_url(request, tmp_path: Path) -> str:
+    """A copy of a fixture written by an older version (0.1.0, 0.2.0)."""
+    path = tmp_path / request.param
+    shutil.copy(FIXTURES / request.param, path)
     return f"sqlite:///{path}"
 
 
@@ -31,7 +35,8 @@ def test_finished_v1_study_ranks_and_exports(v1_url: str, tmp_path: Path) -> Non
     summary = study.summary()
     assert summary.complete
     assert summary.best_split == 2  # ranked by the selection score, as 0.1.0 did
-    assert [e.receiver for e in study.transfers() if e.accepted] == [1]
+    kept = KEPT[Path(v1_url.removeprefix("sqlite:///")).name]
+    assert [e.receiver for e in study.transfers() if e.accepted] == kept
     path = study.export_best_model(tmp_path / "best.pt", register=False)
     model = tiny_mlp()
     model.load_state_dict(torch.load(path, weights_only=True))
