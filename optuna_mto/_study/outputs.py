@@ -32,6 +32,7 @@ from optuna_mto._study.soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._study.summary import CrossSplitSummary, latest_split_trials
 from optuna_mto._study.task import combine_for, study_task
 from optuna_mto._validation import check_choice
+from optuna_mto.transfer._selection import rank
 
 if TYPE_CHECKING:
     from optuna_mto._study.study import MTOStudy
@@ -225,8 +226,8 @@ def build_soup(
             return float(evaluate(build(state), indices))
 
     own = {s: score(dict(states[s])) for s in states}
-    sign = -1.0 if study.direction == "maximize" else 1.0
-    order = sorted(states, key=lambda s: (sign * own[s], s))
+    order = rank(own, study.direction)
+    order += [s for s in states if s not in order]  # NaN scores last
     kept, soup_score = greedy_soup([states[s] for s in order], score, study.direction)
     members = [order[i] for i in kept]
     return build(average_states([states[s] for s in members])), members, soup_score

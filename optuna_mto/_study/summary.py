@@ -20,6 +20,7 @@ from optuna_mto._storage.schema import (
     TRANSFER_ATTR_PREFIX,
 )
 from optuna_mto._workers.split_trials import count_transfers, latest_split_trials, transfer_tried
+from optuna_mto.transfer._selection import rank
 
 __all__ = [
     "CrossSplitSummary",
@@ -157,9 +158,7 @@ class CrossSplitSummary:
     def ranking(self) -> list[int]:
         """Finished splits, best first: by selection score if any, else by mean."""
         means = np.array(self.selection) if self.uses_selection else self.mean
-        done = [k for k in range(self.n_splits) if not math.isnan(means[k])]
-        sign = -1.0 if self.direction == "maximize" else 1.0
-        return sorted(done, key=lambda k: (sign * means[k], k))
+        return rank({k: float(means[k]) for k in range(self.n_splits)}, self.direction)
 
     @property
     def best_split(self) -> int | None:

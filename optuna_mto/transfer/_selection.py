@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 __all__ = [
+    "rank",
     "is_better",
     "is_better_by",
     "select_best",
@@ -54,7 +55,7 @@ def truncation_donors(
         The allowed donors (best first), or an empty list when the receiver may not copy.
     """
     population = {**fitness, receiver: own}
-    ranked = _ranked(population, direction)
+    ranked = rank(population, direction)
     ranked += sorted(k for k, v in population.items() if math.isnan(v))
     n = min(math.ceil(quantile * len(ranked)), len(ranked) // 2)
     if n < 1 or receiver not in ranked[-n:]:
@@ -62,15 +63,20 @@ def truncation_donors(
     return [k for k in ranked[:n] if k != receiver]
 
 
-def _ranked(fitness: Mapping[int, float], direction: str) -> list[int]:
-    finite = [k for k, v in fitness.items() if not math.isnan(v)]
+def rank(scores: Mapping[int, float], direction: str) -> list[int]:
+    """Return the keys of ``scores``, best first in ``direction`` (lowest key on ties).
+
+    The one ranking rule of the package (donors, the cross-split table, soups); NaN
+    scores are left out.
+    """
+    finite = [k for k, v in scores.items() if not math.isnan(v)]
     sign = -1.0 if direction == "maximize" else 1.0
-    return sorted(finite, key=lambda k: (sign * fitness[k], k))
+    return sorted(finite, key=lambda k: (sign * scores[k], k))
 
 
 def select_best(fitness: Mapping[int, float], direction: str) -> int | None:
     """Return the split with the best fitness (lowest index on ties), or None if empty."""
-    ranked = _ranked(fitness, direction)
+    ranked = rank(fitness, direction)
     return ranked[0] if ranked else None
 
 
