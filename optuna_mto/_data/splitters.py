@@ -184,6 +184,10 @@ class RandomSplitter(BaseSplitter):
     validates on the first ``n_valid = max(1, round(n_samples * validation_fraction))`` samples
     of the permutation (Python's ``round``). Validation sets of different splits may overlap.
 
+    Example:
+        >>> [len(rows) for rows in RandomSplitter(n_splits=4, seed=0).split(100, 0)]
+        [80, 20]
+
     Args:
         n_splits: Number of (train, validation) pairs; an integer ``>= 1``.
         validation_fraction: Fraction of the samples that go to validation, in ``(0, 1)``.
@@ -217,6 +221,11 @@ class KFoldSplitter(BaseSplitter):
 
     ``validation_fraction`` is validated and reported by :meth:`get_params` but otherwise
     ignored: the effective validation fraction is ``1 / n_splits``.
+
+    Example:
+        >>> splitter = KFoldSplitter(n_splits=4)
+        >>> [len(splitter.split(100, k)[1]) for k in range(4)]  # disjoint validation folds
+        [25, 25, 25, 25]
 
     Args:
         n_splits: Number of folds; an integer ``>= 2``.
@@ -259,6 +268,12 @@ class StratifiedSplitter(BaseSplitter):
     class's validation count is within one sample of ``count_c * validation_fraction``.
 
     :meth:`split` requires ``targets``.
+
+    Example:
+        >>> labels = np.array([0] * 80 + [1] * 20)
+        >>> train, valid = StratifiedSplitter(n_splits=4, seed=0).split(100, 0, labels)
+        >>> len(valid), int(labels[valid].sum())  # the classes' shares kept: 4 of 20 are 1
+        (20, 4)
 
     Args:
         n_splits: Number of (train, validation) pairs; an integer ``>= 1``.

@@ -46,6 +46,17 @@ def create_study(
 ) -> MTOStudy:
     """Create a study that trains one model on each of K splits of a dataset.
 
+    Example:
+        >>> import tempfile
+        >>> import optuna_mto
+        >>> storage = f"sqlite:///{tempfile.mkdtemp()}/study.db"
+        >>> study = optuna_mto.create_study(study_name="demo", storage=storage, n_splits=4)
+        >>> study.n_splits, type(study.transfer).__name__
+        (4, 'RescueTransfer')
+
+        Then ``study.optimize(optuna_mto.SupervisedTrainer(make_model, (x, y)))`` trains
+        the four splits (see the Quickstart in README.md).
+
     Args:
         study_name: The study's name (generated when None).
         storage: Database URL or ``RDBStorage``; default: SQLite file

@@ -117,6 +117,11 @@ class AdaptiveTransfer(BaseTransferManager):
     ties where training converges and loses where more epochs would still help; its
     relation scores single out a bad donor but stay near chance among random splits.
 
+    Example:
+        >>> from optuna_mto.transfer import AdaptiveTransfer
+        >>> AdaptiveTransfer(criterion="loss").has_trainable_companions  # its explorers
+        True
+
     Args:
         interval: Report steps between transfer steps (one explorer per interval).
         warmup: First report step at which an explorer is created (and judged

@@ -30,6 +30,12 @@ class GreedyTransfer(BaseTransferManager):
     weights (and optimizer state), scores that candidate on its own validation set,
     and keeps it only if it beats its own score.
 
+    Example:
+        >>> from optuna_mto.transfer import GreedyTransfer
+        >>> manager = GreedyTransfer(interval=2, truncation=0.25, gate="unseen")
+        >>> [step for step in range(7) if manager.should_transfer(step)]
+        [2, 4, 6]
+
     Args:
         interval: Report steps between transfer attempts.
         warmup: First report step at which a transfer is attempted; default ``interval``
@@ -139,7 +145,13 @@ class GreedyTransfer(BaseTransferManager):
 
 
 class NoTransfer(BaseTransferManager):
-    """Independent training: splits publish checkpoints but never pull weights."""
+    """Independent training: splits publish checkpoints but never pull weights.
+
+    Example:
+        >>> from optuna_mto.transfer import NoTransfer
+        >>> NoTransfer().enabled  # create_study(transfer=NoTransfer()): independent splits
+        False
+    """
 
     @property
     def enabled(self) -> bool:

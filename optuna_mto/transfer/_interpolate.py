@@ -45,6 +45,14 @@ class InterpolateTransfer(GreedyTransfer):
         when the splits start from one shared initialisation: pass
         ``SupervisedTrainer(..., same_init=True)`` (or seed every split's model alike).
 
+    Example:
+        >>> import torch
+        >>> from optuna_mto.transfer import InterpolateTransfer, interpolate_state
+        >>> interpolate_state({"w": torch.zeros(2)}, {"w": torch.ones(2)}, 0.25)["w"]
+        tensor([0.2500, 0.2500])
+        >>> InterpolateTransfer(alphas=(0.5,)).alphas
+        (0.5,)
+
     Args:
         alphas: Blend weights to try, each in (0, 1].
         **kwargs: As for :class:`GreedyTransfer` (``copy_optimizer`` is ignored).

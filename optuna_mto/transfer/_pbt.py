@@ -70,6 +70,14 @@ class PBTTransfer(GreedyTransfer):
     optimizer's param groups. Every change is recorded with the transfer event and as
     the trial's ``hparams:<step>`` attribute, so the schedule can be replayed.
 
+    Example:
+        >>> from optuna.distributions import FloatDistribution
+        >>> from optuna_mto.transfer import PBTTransfer
+        >>> lr = FloatDistribution(1e-4, 1e-1, log=True)
+        >>> manager = PBTTransfer(hyperparams={"lr": lr}, interval=2, truncation=0.25)
+        >>> sorted(manager.hyperparams), manager.factors
+        (['lr'], (0.8, 1.2))
+
     Args:
         hyperparams: Hyperparameter name -> Optuna distribution giving its allowed
             range, e.g. ``{"lr": FloatDistribution(1e-4, 1e-1, log=True)}``. None (or

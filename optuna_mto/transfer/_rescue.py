@@ -73,6 +73,13 @@ class RescueTransfer(GreedyTransfer):
 
     This is the default strategy of :func:`optuna_mto.create_study`.
 
+    Example:
+        >>> from optuna_mto.transfer import RescueTransfer, clearly_behind
+        >>> RescueTransfer().patience, RescueTransfer().lr_factor
+        (2, 0.5)
+        >>> clearly_behind(0.80, 0.92, 300, "maximize", z=3.0, tolerance=0.1)
+        True
+
     Args:
         interval: Report steps between looks.
         warmup: First report step with a look.
