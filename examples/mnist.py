@@ -114,7 +114,7 @@ def main() -> None:
     events = study.transfers()
     kept = sum(e.accepted for e in events)
     print(f"transfers kept/tried: {kept}/{sum(not e.reason for e in events)}")
-    # The default output: the K models together (README: the defaults' benchmark). The
+    # The default output: the K models together (benchmarks/README.md: the defaults' benchmark). The
     # default transfer leaves healthy splits independent, so they stay diverse.
     ensemble = study.ensemble(make_cnn)
     model = study.load_best_model(make_cnn())

@@ -113,7 +113,7 @@ class AdaptiveTransfer(BaseTransferManager):
     larger ``interval`` to explore less often). The explorer is the split's companion
     model ``"explorer"``: the SupervisedTrainer trains it automatically; with the
     objective API, call ``trial.train_companions`` after each epoch of your model.
-    Measured against independent splits trained twice as long (README, Results), it
+    Measured against independent splits trained twice as long (benchmarks/README.md), it
     ties where training converges and loses where more epochs would still help; its
     relation scores single out a bad donor but stay near chance among random splits.
 
