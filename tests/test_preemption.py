@@ -300,7 +300,9 @@ def test_a_full_disk_gives_a_clear_error_and_no_corrupt_checkpoint(tmp_path, stu
         trainer = optuna_mto.SupervisedTrainer(wide_mlp, (x, y), epochs=4, batch_size=256)
         study = optuna_mto.create_study(study_name=study_name, n_splits=2, max_retries=0)
         with pytest.raises(optuna_mto.SplitsGivenUpError) as info:
-            study.optimize(trainer, executor="thread", n_jobs=2)
+            # One split at a time: the first publishes a whole checkpoint before the disk
+            # fills (two splits writing at once may both fail at their first save).
+            study.optimize(trainer, executor="thread", n_jobs=1)
         message = str(info.value)
         assert "CheckpointError: Could not write artifact" in message
         assert "No space left on device" in message and str(artifacts) in message
