@@ -6,7 +6,8 @@ Reads ``results/quality_<setting>_defaults.json`` (or under ``$BENCH_RESULTS``; 
 by ``quality.py --methods independent default papa --tag _defaults``, ``--distil`` for the
 default's distilled model; ``mnist_3900`` is the MNIST setting run with ``--train-size
 3900 --tag _defaults_3900``), where the runs of a later ``..._defaults_<tag>.json``
-replace those of the same method and seed (a rerun of one method after a change), and
+replace those of the same method and seed (a rerun of one method after a change; their
+outputs are merged, so a rerun that adds an output keeps the others), and
 prints, per setting, a Markdown table: each method's outputs as mean held-out test
 accuracy, the paired difference to independent splits' ensemble and to their single
 model (points, 95% t-interval over seeds), the lowest split's accuracy over all seeds and
@@ -31,7 +32,10 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS", Path(__file__).resolve().parent /
 #: The methods shown. ``old_default`` and ``rescue`` runs are older code's: their seeds
 #: no longer pair with today's independent splits (see benchmarks/README.md).
 METHODS = ("independent", "default", "papa")
-OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
+OUTPUTS = (
+    "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
+    "distilled_mix", "no_teacher_mix",
+)  # fmt: skip
 
 
 def _ci(stat: dict[str, Any]) -> str:
@@ -56,7 +60,8 @@ def _runs(setting: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if path.stem[len(first.stem) + 1 :].split("_")[0].isdigit():
             continue  # another setting (mnist_defaults_3900, mnist_defaults_3900_v4)
         for r in json.loads(path.read_text())["runs"]:
-            rows[(r["method"], r["seed"])] = r
+            old = rows.get((r["method"], r["seed"]), {"outputs": {}})
+            rows[(r["method"], r["seed"])] = {**r, "outputs": {**old["outputs"], **r["outputs"]}}
     return data, list(rows.values())
 
 

@@ -27,6 +27,8 @@ initialisations and minibatch orders. Methods:
   pbt             diverse + learning-rate exploration (PBT); not run on mnist
   papa            AveragingTransfer(): every split pulled toward the population's average
                   weights after a shared start (PAPA); its default output is the uniform soup
+  papa_all        AveragingTransfer(interval=2, rate=1.0): weights replaced by the average
+                  every 2 steps (PAPA-all)
 
 Each method gives four final outputs, scored on the test set: ``single`` (the model the
 study exports), ``ensemble`` (mean softmax of the K models), ``uniform_soup`` and
@@ -69,9 +71,16 @@ from optuna_mto import transfer  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = (
     "independent", "independent_2x", "default", "old_default", "rescue", "greedy", "diverse",
-    "amto", "amto_blend", "pbt", "papa",
+    "amto", "amto_blend", "pbt", "papa", "papa_all",
 )  # fmt: skip
-OUTPUTS = ("single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher")
+OUTPUTS = (
+    "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
+    "distilled_mix", "no_teacher_mix",
+)  # fmt: skip
+#: Distillation recipes (``--distil-recipe``): output suffix, epochs (x the setting's),
+#: mixup. ``mix`` is function matching: the teacher labels mixed images, 2x the epochs
+#: (chosen on tuning seeds 100-105 by ``distil_sweep.py``).
+RECIPES = {"plain": ("", 1, 0.0), "mix": ("_mix", 2, 1.0)}
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
 
 
@@ -151,6 +160,8 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager | None:
         return transfer.AdaptiveTransfer(interval=INTERVAL, warmup=1, criterion="loss", blend=True)
     if method == "papa":
         return transfer.AveragingTransfer()  # the library's defaults
+    if method == "papa_all":
+        return transfer.AveragingTransfer(interval=INTERVAL, rate=1.0)  # PAPA-all
     low, high = SETTINGS[setting][3]
     return transfer.PBTTransfer(
         interval=INTERVAL, warmup=1, truncation=0.25, gate="unseen",
@@ -223,26 +234,29 @@ def one_model_outputs(
     epochs: int,
     x_test: torch.Tensor,
     y_test: torch.Tensor,
+    recipe: str = "plain",
 ) -> dict[str, float]:
     """Distil the ensemble into one model, and its fair baseline: no teacher.
 
-    Both are fresh models of the split architecture trained for ``epochs`` on every row
-    a split may train on (all but the selection rows), in the same seeded order.
+    Both are fresh models of the split architecture trained on every row a split may
+    train on (all but the selection rows), in the same seeded order, for the recipe's
+    epochs and with its mixup (the baseline mixes the labels as the inputs).
     """
     from optuna_mto._study.distill import train_without_teacher
 
+    suffix, factor, mixup = RECIPES[recipe]
     n = len(trainer.dataset[1])
     rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
-    student = study.distill(trainer, epochs=epochs, rows=rows)
-    plain = train_without_teacher(trainer, rows, epochs=epochs)
+    student = study.distill(trainer, epochs=epochs * factor, rows=rows, mixup=mixup)
+    plain = train_without_teacher(trainer, rows, epochs=epochs * factor, mixup=mixup)
     return {
-        "distilled": accuracy(student, x_test, y_test),
-        "no_teacher": accuracy(plain, x_test, y_test),
+        f"distilled{suffix}": accuracy(student, x_test, y_test),
+        f"no_teacher{suffix}": accuracy(plain, x_test, y_test),
     }
 
 
 def run(
-    setting: str, method: str, seed: int, train_size: int, home: Path, distil: bool = False
+    setting: str, method: str, seed: int, train_size: int, home: Path, distil: str | None = None
 ) -> dict[str, Any]:
     (x, y), (x_test, y_test) = load(setting, seed, train_size)
     model_fn, opt_fn, epochs, _ = SETTINGS[setting]
@@ -267,7 +281,7 @@ def run(
     outputs: dict[str, Any] = {"single": members[summary.best_split]}
     outputs["ensemble"] = accuracy(study.ensemble(model_fn), x_test, y_test)
     if distil:
-        outputs.update(one_model_outputs(study, trainer, model_fn, epochs, x_test, y_test))
+        outputs.update(one_model_outputs(study, trainer, model_fn, epochs, x_test, y_test, distil))
     for kind in ("uniform", "greedy"):
         try:
             soup, chosen, _ = study.soup(model_fn, kind, evaluate=trainer.evaluate)
@@ -471,6 +485,11 @@ def main() -> None:
         help="also distil each method's ensemble into one model (outputs distilled and "
         "no_teacher: the same model and rows without a teacher)",
     )  # fmt: skip
+    parser.add_argument(
+        "--distil-recipe", choices=sorted(RECIPES), default="plain",
+        help="plain: the setting's epochs; mix: function matching on mixed images, 2x "
+        "the epochs (outputs distilled_mix and no_teacher_mix)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -490,13 +509,17 @@ def main() -> None:
         "setting": args.setting, "seeds": args.seeds, "k": K, "interval": INTERVAL,
         "epochs": SETTINGS[args.setting][2], "train_size": args.train_size,
         "selection_fraction": 0.1, "methods": methods,
+        "distil": args.distil_recipe if args.distil else None,
     }  # fmt: skip
     rows: list[dict[str, Any]] = []
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in methods:
-                row = run(args.setting, method, seed, args.train_size, Path(tmp), args.distil)
+                row = run(
+                    args.setting, method, seed, args.train_size, Path(tmp),
+                    args.distil_recipe if args.distil else None,
+                )  # fmt: skip
                 rows.append(row)
                 o = row["outputs"]
                 print(f"seed {seed} {method:<15} single {o['single']:.4f} ensemble "

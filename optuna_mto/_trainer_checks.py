@@ -164,6 +164,22 @@ def check_first_batch(
         ValueError: Naming the shapes involved and the fix, for an input the model
             cannot take, an output that does not fit the targets, or a loss that fails.
     """
+    outputs = _first_outputs(model, inputs)
+    _check_output_shape(len(inputs), outputs, labels, loss_fn, n_classes)
+    out_shape = tuple(outputs.shape)
+    try:
+        loss = loss_fn(outputs, labels)
+        loss.backward()
+    except Exception as err:  # noqa: BLE001 - re-raised with the shapes and the fix.
+        raise ValueError(
+            f"{_loss_name(loss_fn)} fails on the first batch (outputs of shape {out_shape}, "
+            f"dtype {outputs.dtype}; targets of shape {tuple(labels.shape)}, dtype "
+            f"{labels.dtype}): {type(err).__name__}: {_first_line(err)}."
+        ) from None
+
+
+def _first_outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Return ``model(inputs)``; a ValueError with the shapes when it fails or is no tensor."""
     n = len(inputs)
     shape = tuple(inputs.shape)
     try:
@@ -181,6 +197,13 @@ def check_first_batch(
             f"returned {type(outputs).__name__}; write an objective (optimize(objective, ...)) "
             "for other models."
         )
+    return outputs
+
+
+def _check_output_shape(
+    n: int, outputs: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module, n_classes: int | None
+) -> None:
+    """Check ``model(X[:n])`` against its targets: a score per class, or the targets' shape."""
     out_shape = tuple(outputs.shape)
     if n_classes is not None and not (labels.is_floating_point() and labels.ndim == 2):
         if outputs.ndim != 2 or outputs.shape[0] != n:
@@ -205,15 +228,6 @@ def check_first_batch(
             f"{tuple(labels.shape)}; {type(loss_fn).__name__} would broadcast them into "
             f"wrong values: {fix}."
         )
-    try:
-        loss = loss_fn(outputs, labels)
-        loss.backward()
-    except Exception as err:  # noqa: BLE001 - re-raised with the shapes and the fix.
-        raise ValueError(
-            f"{_loss_name(loss_fn)} fails on the first batch (outputs of shape {out_shape}, "
-            f"dtype {outputs.dtype}; targets of shape {tuple(labels.shape)}, dtype "
-            f"{labels.dtype}): {type(err).__name__}: {_first_line(err)}."
-        ) from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -9,7 +9,7 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +127,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.soup or (not chosen and study.transfer.default_output == "uniform_soup"):
         from optuna_mto._study.outputs import export_soup
 
-        path, splits = export_soup(study, args.output)
+        path, splits = export_soup(study._rt, args.output)
         print(f"exported the uniform soup of splits {splits} to {path}; load it with "
               f"model.load_state_dict(torch.load({str(path)!r}, weights_only=True))")  # fmt: skip
         return 0
     if not (args.best or args.split is not None):  # the default output: the ensemble
         from optuna_mto._study.outputs import export_ensemble
 
-        path, info, left_out = export_ensemble(study, args.output)
+        path, info, left_out = export_ensemble(study._rt, args.output)
         out = ", ".join(f"split {k} ({why})" for k, why in left_out.items())
         print(f"exported the ensemble of {info['n_members']} splits {info['splits']} "
               f"(combine={info['combine']!r}{'; left out: ' + out if out else ''}) to {path}; "
@@ -194,35 +194,58 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand per task, each on a named study."""
     parser = argparse.ArgumentParser(
         prog="optuna-mto",
         description="Population training with weight transfer between data splits (Optuna).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _worker_parser(sub)
+    _study_parser(sub, "summary", _cmd_summary, help="print the ranked cross-split table")
+    _export_parser(sub)
+    transfers = _study_parser(sub, "transfers", _cmd_transfers, help="list the transfer events")
+    transfers.add_argument("--format", choices=["table", "csv"], default="table")
+    dashboard = _study_parser(
+        sub, "dashboard", _cmd_dashboard, help="serve optuna-dashboard on the study"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+    return parser
 
-    def study_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--storage",
-            default=None,
-            help=f"database URL (default: ${STORAGE_ENV} if set, else the embedded SQLite "
-            "file storage/optuna_mto.db under the current directory or $OPTUNA_MTO_HOME)",
-        )
-        p.add_argument(
-            "--study-name",
-            "--study",
-            dest="study",
-            metavar="NAME",
-            required=True,
-            help="the study's name",
-        )
 
-    worker = sub.add_parser(
+def _study_parser(
+    sub: argparse._SubParsersAction, name: str, func: Callable[..., int], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name``, run by ``func``, with the study's ``--storage`` and name."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=func)
+    p.add_argument(
+        "--storage",
+        default=None,
+        help=f"database URL (default: ${STORAGE_ENV} if set, else the embedded SQLite "
+        "file storage/optuna_mto.db under the current directory or $OPTUNA_MTO_HOME)",
+    )
+    p.add_argument(
+        "--study-name",
+        "--study",
+        dest="study",
+        metavar="NAME",
+        required=True,
+        help="the study's name",
+    )
+    return p
+
+
+def _worker_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``worker``: what to run, on which device, for how long."""
+    worker = _study_parser(
+        sub,
         "worker",
+        _cmd_worker,
         help="claim unfinished splits of a study and run them",
         description="Claim the next unfinished split of the study and run it, until none "
         "is left. Start it once per machine or GPU; only the storage URL is shared.",
     )
-    study_args(worker)
     worker.add_argument("--objective", required=True,
                         help="module:attr or file.py:attr of the objective (e.g. a "
                         "SupervisedTrainer instance)")  # fmt: skip
@@ -241,18 +264,17 @@ def _parser() -> argparse.ArgumentParser:
                         "arguments")  # fmt: skip
     worker.add_argument("--pruner", help="module:attr of the study's Optuna pruner (an "
                         "instance or a factory); default: as --sampler")  # fmt: skip
-    worker.set_defaults(func=_cmd_worker)
 
-    summary = sub.add_parser("summary", help="print the ranked cross-split table")
-    study_args(summary)
-    summary.set_defaults(func=_cmd_summary)
 
-    export = sub.add_parser(
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``export``: the file to write, and which model (one of four, or the default)."""
+    export = _study_parser(
+        sub,
         "export",
+        _cmd_export,
         help="write the study's default output (the ensemble of its K models; the "
         "uniform soup of their weights for AveragingTransfer studies)",
     )
-    study_args(export)
     export.add_argument("--output", "-o", required=True, help="file to write (torch.save)")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--best", action="store_true", help="the best split's model alone")
@@ -264,19 +286,6 @@ def _parser() -> argparse.ArgumentParser:
         "--soup", action="store_true", help="the K splits' weights averaged into one model "
         "(needs splits that share a start, e.g. AveragingTransfer)",
     )  # fmt: skip
-    export.set_defaults(func=_cmd_export)
-
-    transfers = sub.add_parser("transfers", help="list the transfer events")
-    study_args(transfers)
-    transfers.add_argument("--format", choices=["table", "csv"], default="table")
-    transfers.set_defaults(func=_cmd_transfers)
-
-    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the study")
-    study_args(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8080)
-    dashboard.set_defaults(func=_cmd_dashboard)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

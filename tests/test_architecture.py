@@ -187,3 +187,63 @@ def test_the_adapter_check_allows_public_optuna() -> None:
 def test_modules_stay_small(name: str) -> None:
     lines = len(_modules()[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name} has {lines} lines; split it (limit {MAX_LINES})"
+
+
+#: Lines of one function or method, not counting its docstring (issue #23).
+MAX_FUNCTION_LINES = 60
+
+
+def _function_lengths(tree: ast.AST) -> list[tuple[str, int, int]]:
+    """``(qualified name, first line, lines without the docstring)`` of every function."""
+    found: list[tuple[str, int, int]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{prefix}{child.name}"
+                lines = child.end_lineno - child.lineno + 1  # type: ignore[operator]
+                if ast.get_docstring(child, clean=False) is not None:
+                    doc = child.body[0]
+                    lines -= doc.end_lineno - doc.lineno + 1  # type: ignore[operator]
+                found.append((name, child.lineno, lines))
+                visit(child, f"{name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(tree, "")
+    return found
+
+
+def test_functions_stay_short() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} {name} ({lines} lines)"
+        for path in _modules().values()
+        for name, line, lines in _function_lengths(ast.parse(path.read_text()))
+        if lines > MAX_FUNCTION_LINES
+    ]
+    assert not offenders, (
+        f"functions longer than {MAX_FUNCTION_LINES} lines without their docstring; split "
+        "them into named steps:\n  " + "\n  ".join(offenders)
+    )
+
+
+def test_the_length_check_leaves_out_the_docstring_only() -> None:
+    source = (
+        "class A:\n"
+        "    def f(self):\n"
+        '        """One\n\n        docstring.\n        """\n'
+        "        x = 1\n"
+        "        return x\n"
+        "\n"
+        "    async def g(self):\n"
+        "        def inner():\n"
+        "            pass\n"
+        "        return inner\n"
+    )
+    assert _function_lengths(ast.parse(source)) == [
+        ("A.f", 2, 3),
+        ("A.g", 10, 4),
+        ("A.g.inner", 11, 2),
+    ]

@@ -97,6 +97,27 @@ def test_distill_trains_one_model_of_the_architecture_that_beats_chance(digits_s
     assert not torch.equal(plain[0].weight, default[0].weight)
 
 
+def test_distill_with_mixup_matches_the_teacher_between_rows(digits_study):
+    """``mixup``: the student sees mixed rows labelled by the ensemble, and still learns."""
+    study, trainer, x_test, y_test = digits_study
+    mixed = study.distill(trainer, epochs=4, mixup=1.0)
+    plain = study.distill(trainer, epochs=4)
+    assert not torch.equal(mixed[0].weight, plain[0].weight)
+    with torch.no_grad():
+        accuracy = float((mixed(x_test).argmax(1) == y_test).float().mean())
+    assert accuracy > 0.6  # chance: 0.1
+    again = study.distill(trainer, epochs=4, mixup=1.0)  # seeded by the trainer's seed
+    assert torch.equal(again[0].weight, mixed[0].weight)
+    n = len(trainer.dataset[1])
+    rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
+    baseline = train_without_teacher(trainer, rows, epochs=2, mixup=1.0)
+    assert not torch.equal(
+        baseline[0].weight, train_without_teacher(trainer, rows, epochs=2)[0].weight
+    )
+    with pytest.raises(ValueError, match="mixup"):
+        study.distill(trainer, epochs=1, mixup=-1.0)
+
+
 def test_distill_refuses_what_it_cannot_train_with_a_clear_message(digits_study, tmp_path):
     study, trainer, _, _ = digits_study
 

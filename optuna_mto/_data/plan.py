@@ -135,5 +135,5 @@ def check_plan(plan: SplitPlan) -> None:
             f"numbers. Give each split at least {COARSE_VALID_ROWS} validation rows: more "
             f"data, or {larger_valid}.",
             UserWarning,
-            stacklevel=5,  # the caller of MTOStudy.optimize
+            stacklevel=6,  # the caller of MTOStudy.optimize
         )

@@ -191,47 +191,78 @@ def open_storage(
             a SQLite file that does not exist.
     """
     if isinstance(storage, optuna.storages.BaseStorage):
-        backend = getattr(storage, "_backend", storage)
-        if type(backend).__name__ == "GrpcStorageProxy":
-            raise ValueError(
-                "optuna-mto cannot run through a GrpcStorageProxy: its split claims (an atomic "
-                "insert-if-absent), weight board and checkpoints are SQL tables beside "
-                "Optuna's in the same database, which the proxy does not carry. Give every "
-                "worker the database URL itself (each worker process holds about one "
-                "connection); for more workers than max_connections allows, put a "
-                "connection pooler such as PgBouncer in front of PostgreSQL."
-            )
-        if not isinstance(backend, RDBStorage):
-            raise ValueError(
-                "optuna-mto needs a database storage (RDBStorage), but got "
-                f"{type(storage).__name__}. Pass a URL such as 'sqlite:///storage/study.db' or 'postgresql://...'."
-            )
-        return optuna.storages.get_storage(storage)
+        return _built_storage(storage)
     if not isinstance(storage, str) or "://" not in storage:
         raise ValueError(
             f"storage must be a database URL or an RDBStorage, but got storage={storage!r}. "
             "Example: 'sqlite:///storage/study.db' or 'postgresql+psycopg://user@host/db'."
         )
     check_url(storage)  # a misspelt or missing driver is not a server that is down
-    engine_kwargs: dict[str, Any] = {}
     is_sqlite = storage.startswith("sqlite")
     if is_sqlite:
-        engine_kwargs["connect_args"] = {"timeout": _SQLITE_TIMEOUT_S}
-        path = sqlite_path(storage)
-        if path is not None and not create and not path.exists():
-            raise ValueError(
-                f"No database at {path} (storage {mask_url(storage)}), so no study there: "
-                f"check the path (a relative one counts from {Path.cwd()}) or the URL the "
-                "study was created with."
-            )
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        engine_kwargs.update(pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+        engine_kwargs = _sqlite_kwargs(storage, create)
+    else:  # one small pool per process (see POOL_SIZE)
+        engine_kwargs = dict(pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    rdb = _rdb_storage(storage, engine_kwargs, heartbeat_interval, grace_period, checked)
+    if is_sqlite:
+        sqlalchemy.event.listen(rdb.engine, "connect", _enable_sqlite_wal)
+        with rdb.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+        rdb.engine.dispose()  # connections opened before the listener lack the pragmas
+    return optuna.storages.get_storage(rdb)
+
+
+def _built_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """Check that a storage built by the caller is a database; return it wrapped."""
+    backend = getattr(storage, "_backend", storage)
+    if type(backend).__name__ == "GrpcStorageProxy":
+        raise ValueError(
+            "optuna-mto cannot run through a GrpcStorageProxy: its split claims (an atomic "
+            "insert-if-absent), weight board and checkpoints are SQL tables beside "
+            "Optuna's in the same database, which the proxy does not carry. Give every "
+            "worker the database URL itself (each worker process holds about one "
+            "connection); for more workers than max_connections allows, put a "
+            "connection pooler such as PgBouncer in front of PostgreSQL."
+        )
+    if not isinstance(backend, RDBStorage):
+        raise ValueError(
+            "optuna-mto needs a database storage (RDBStorage), but got "
+            f"{type(storage).__name__}. Pass a URL such as 'sqlite:///storage/study.db' or 'postgresql://...'."
+        )
+    return optuna.storages.get_storage(storage)
+
+
+def _sqlite_kwargs(storage: str, create: bool) -> dict[str, Any]:
+    """Return a SQLite file's engine arguments, after making its folder.
+
+    Raises:
+        ValueError: With ``create=False``, if the file does not exist.
+    """
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S}}
+    path = sqlite_path(storage)
+    if path is not None and not create and not path.exists():
+        raise ValueError(
+            f"No database at {path} (storage {mask_url(storage)}), so no study there: "
+            f"check the path (a relative one counts from {Path.cwd()}) or the URL the "
+            "study was created with."
+        )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return engine_kwargs
+
+
+def _rdb_storage(
+    storage: str,
+    engine_kwargs: dict[str, Any],
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    checked: bool,
+) -> RDBStorage:
+    """Build the ``RDBStorage``; a failure is a ValueError with the masked URL and a fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = RDBStorage(
+            return RDBStorage(
                 storage,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
@@ -245,12 +276,6 @@ def open_storage(
             f"{str(err).splitlines()[0] if str(err) else ''}. Check that the database server "
             "is running and the URL (driver, host, port, database, user) is right."
         ) from None
-    if is_sqlite:
-        sqlalchemy.event.listen(rdb.engine, "connect", _enable_sqlite_wal)
-        with rdb.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-        rdb.engine.dispose()  # connections opened before the listener lack the pragmas
-    return optuna.storages.get_storage(rdb)
 
 
 def get_engine(storage: optuna.storages.BaseStorage) -> sqlalchemy.Engine:

@@ -28,6 +28,7 @@ from optuna_mto._step.hparams import call_with_trial
 from optuna_mto._validation import check_int, check_number
 
 __all__ = [
+    "Mixer",
     "distill",
     "distill_trainer",
     "distillation_loss",
@@ -94,8 +95,16 @@ def distill(
     temperature: float = 1.0,
     hard_weight: float = 0.0,
     hard_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    mixup: float = 0.0,
+    seed: int = 0,
 ) -> nn.Module:
     """Train ``student`` to match ``teacher`` on the batches; return it in eval mode.
+
+    With ``mixup > 0`` each batch is first mixed with a shuffled copy of itself,
+    ``lam * x + (1 - lam) * x[perm]`` with ``lam ~ Beta(mixup, mixup)``, and the teacher
+    labels the mixed inputs ("function matching", Beyer et al., CVPR 2022): the student
+    learns the teacher's function between the training rows too, where the teacher's
+    answers carry more than the labels do. The true labels, if weighted, are mixed alike.
 
     Args:
         teacher: The ensemble, on the student's device.
@@ -107,26 +116,70 @@ def distill(
         temperature: Softening of the class distributions.
         hard_weight: Weight of the loss on the true labels (0: the teacher alone).
         hard_loss: That loss (default: cross-entropy or MSE by task).
+        mixup: The Beta distribution's parameter for mixing inputs (0: no mixing).
+        seed: Seeds the mixing (weights and partners).
     """
     check_int("epochs", epochs, 1)
     check_number("temperature", temperature, 0, low_open=True)
     check_number("hard_weight", hard_weight, 0)
+    check_number("mixup", mixup, 0)
     if hard_loss is None:
         hard_loss = F.cross_entropy if task == "classification" else F.mse_loss
     device = next(student.parameters()).device
+    mixer = Mixer(mixup, seed)
     student.train()
     for epoch in range(epochs):
         for inputs, labels in batches(epoch):
-            inputs, labels = inputs.to(device), labels.to(device)
+            inputs, lam, perm = mixer(inputs.to(device))
+            labels = labels.to(device)
             targets = teacher_targets(teacher, inputs, task)
             output = student(inputs)
             loss = distillation_loss(output, targets, task, temperature)
             if hard_weight:
-                loss = loss + hard_weight * hard_loss(output, labels)
+                loss = loss + hard_weight * mixer.loss(hard_loss, output, labels, lam, perm)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     return student.eval()
+
+
+class Mixer:
+    """Mixup of a batch with a shuffled copy of itself (Zhang et al., ICLR 2018), seeded.
+
+    Args:
+        alpha: The Beta distribution's parameter; 0 leaves every batch as it is.
+        seed: Seeds the mixing weights and partners.
+    """
+
+    def __init__(self, alpha: float, seed: int) -> None:
+        self.alpha = float(alpha)
+        self._rng = np.random.default_rng([int(seed), 1_000_033])
+
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+        """Return the mixed batch, its weight ``lam`` and the partners' order."""
+        if not self.alpha:
+            return inputs, 1.0, None
+        if not torch.is_floating_point(inputs):
+            raise TypeError(
+                f"mixup={self.alpha} mixes inputs, but the batch's inputs are {inputs.dtype} "
+                "(not floating point: token ids or labels cannot be averaged). Use mixup=0."
+            )
+        lam = float(self._rng.beta(self.alpha, self.alpha))
+        perm = torch.as_tensor(self._rng.permutation(len(inputs)), device=inputs.device)
+        return lam * inputs + (1 - lam) * inputs[perm], lam, perm
+
+    @staticmethod
+    def loss(
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        output: torch.Tensor,
+        labels: torch.Tensor,
+        lam: float,
+        perm: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The loss on the mixed batch's labels: both partners' losses, weighted alike."""
+        if perm is None:
+            return loss_fn(output, labels)
+        return lam * loss_fn(output, labels) + (1 - lam) * loss_fn(output, labels[perm])
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -149,13 +202,15 @@ def distill_trainer(
     epochs: int | None = None,
     temperature: float = 1.0,
     hard_weight: float = 0.0,
+    mixup: float = 0.0,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
     """Distil ``teacher`` into a fresh model of a ``SupervisedTrainer``'s architecture.
 
     The student is built and optimized as the trainer builds and optimizes a split's
     model (its ``model_fn``, ``optimizer_fn``, batch size, seed; ``epochs`` defaults to
-    the trainer's) and trained on ``rows`` in the order of :func:`epoch_generator`.
+    the trainer's) and trained on ``rows`` in the order of :func:`epoch_generator`,
+    the mixing (``mixup``, see :func:`distill`) seeded by the trainer's seed.
     """
     student = trainer.build_model(-1, device)
     optimizer = call_with_trial(trainer.optimizer_fn, (student.parameters(),), None)
@@ -168,22 +223,40 @@ def distill_trainer(
         teacher.to(device), student, batches, task=task,
         epochs=trainer.epochs if epochs is None else epochs,
         optimizer=optimizer, temperature=temperature, hard_weight=hard_weight,
-        hard_loss=hard_loss,
+        hard_loss=hard_loss, mixup=mixup, seed=trainer.seed,
     )  # fmt: skip
 
 
 def train_without_teacher(
-    trainer: Any, rows: np.ndarray, *, epochs: int | None = None, device: torch.device | str = "cpu"
+    trainer: Any,
+    rows: np.ndarray,
+    *,
+    epochs: int | None = None,
+    mixup: float = 0.0,
+    device: torch.device | str = "cpu",
 ) -> nn.Module:
     """The no-teacher baseline of :func:`distill_trainer`: the labels alone.
 
-    The same fresh model (``trainer.build_model(-1)``), optimizer, rows and seeded batch
-    order as the distilled student, trained with the trainer's own loss; in eval mode.
+    The same fresh model (``trainer.build_model(-1)``), optimizer, rows, seeded batch
+    order and mixing (``mixup``: the labels mixed as the inputs are) as the distilled
+    student, trained with the trainer's own loss; in eval mode.
     """
     epochs = trainer.epochs if epochs is None else epochs
     check_int("epochs", epochs, 1)
+    check_number("mixup", mixup, 0)
     model = trainer.build_model(-1, device)
     optimizer = call_with_trial(trainer.optimizer_fn, (model.parameters(),), None)
+    mixer = Mixer(mixup, trainer.seed)
     for epoch in range(epochs):
-        trainer.train_epoch(model, optimizer, rows, epoch_generator(trainer.seed, epoch))
+        generator = epoch_generator(trainer.seed, epoch)
+        if not mixup:
+            trainer.train_epoch(model, optimizer, rows, generator)
+            continue
+        model.train()
+        for inputs, labels in trainer._batches(rows, trainer.batch_size, generator):
+            inputs, lam, perm = mixer(inputs.to(device))
+            loss = mixer.loss(trainer.loss_fn, model(inputs), labels.to(device), lam, perm)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     return model.eval()

@@ -19,6 +19,8 @@ from torch import nn
 from optuna_mto._data.dataset import dataset_info
 from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._study.distill import distill_trainer, teacher_targets
+from optuna_mto._study.outputs import build_ensemble
+from optuna_mto._study.results import study_summary
 from optuna_mto._study.task import combine_for, study_task
 from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._validation import check_int
@@ -26,6 +28,7 @@ from optuna_mto._validation import check_int
 if TYPE_CHECKING:
     from optuna_mto._study.ensemble import Ensemble
     from optuna_mto._study.study import MTOStudy
+    from optuna_mto._workers.runtime import StudyRuntime
 
 __all__ = ["study_distill", "study_teacher_targets"]
 
@@ -45,21 +48,20 @@ def _needs_trial(fn: Callable[..., Any], n_args: int) -> bool:
 
 
 def _teacher(
-    study: MTOStudy,
+    rt: StudyRuntime,
     make_model: Callable[[], nn.Module],
     task: str | None,
     splits: Sequence[int] | None,
     device: torch.device | str,
 ) -> tuple[Ensemble, str]:
     """The study's ensemble (combined by ``task``) on ``device``, and the task to match."""
-    summary = study.summary()
+    summary = study_summary(rt)
     if not summary.ranking:
         raise ValueError(
-            f"Study {study.study_name!r} has no finished split to learn from (split states: "
+            f"Study {rt.study_name!r} has no finished split to learn from (split states: "
             f"{summary.states}): run study.optimize(...) first."
         )
-    ensemble = study.ensemble(make_model, splits=splits, combine=combine_for(task),
-                              map_location=device)  # fmt: skip
+    ensemble = build_ensemble(rt, make_model, splits, combine_for(task), device, summary=summary)
     return ensemble, task or "regression"  # no task: the "auto" rule averages outputs
 
 
@@ -104,7 +106,7 @@ def study_teacher_targets(  # noqa: D417 (self: the study, as its method)
     check_int("batch_size", batch_size, 1)
     x = torch.as_tensor(x)
     device = x.device if device is None else device
-    teacher, task = _teacher(self, make_model, study_task(self._rt), splits, device)
+    teacher, task = _teacher(self._rt, make_model, study_task(self._rt), splits, device)
     chunks = [teacher_targets(teacher, x[i : i + batch_size].to(device), task)
               for i in range(0, max(len(x), 1), batch_size)]  # fmt: skip
     return torch.cat(chunks)
@@ -118,6 +120,7 @@ def study_distill(
     rows: Sequence[int] | np.ndarray | None = None,
     temperature: float = 1.0,
     hard_weight: float = 0.0,
+    mixup: float = 0.0,
     splits: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
@@ -128,7 +131,9 @@ def study_distill(
     ``epochs`` (default: the trainer's) on ``rows`` (default: every row of the
     trainer's dataset except the study's selection rows), matching the ensemble's
     class probabilities softened by ``temperature`` (its mean output for regression),
-    plus ``hard_weight`` times the trainer's loss on the true labels. Returns the
+    plus ``hard_weight`` times the trainer's loss on the true labels. ``mixup > 0``
+    trains on mixed inputs labelled by the ensemble (function matching: see
+    :func:`optuna_mto._study.distill.distill`; floating-point inputs only). Returns the
     student in eval mode.
 
     Raises:
@@ -162,8 +167,8 @@ def study_distill(
     if rows is None:
         rows = np.setdiff1d(np.arange(n), self.selection_indices(n))
     task = study_task(self._rt) or trainer.task
-    teacher, task = _teacher(self, partial(trainer.build_model, -1), task, splits, device)
+    teacher, task = _teacher(self._rt, partial(trainer.build_model, -1), task, splits, device)
     return distill_trainer(
         teacher, trainer, np.asarray(rows), task=task, epochs=epochs,
-        temperature=temperature, hard_weight=hard_weight, device=device,
+        temperature=temperature, hard_weight=hard_weight, mixup=mixup, device=device,
     )  # fmt: skip

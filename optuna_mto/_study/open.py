@@ -106,16 +106,7 @@ def create_study(
     Returns:
         The study.
     """
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(
-            f"direction must be 'maximize' or 'minimize', but got direction={direction!r}."
-        )
-    transfer = RescueTransfer() if transfer is None else transfer
-    if not isinstance(transfer, BaseTransferManager):
-        raise ValueError(
-            "transfer must be an optuna_mto.transfer.BaseTransferManager instance, "
-            f"but got transfer={transfer!r}."
-        )
+    transfer = _checked_transfer(direction, transfer)
     open_kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
     opened = open_storage(storage or default_storage_url(), **open_kwargs)
     study_name = study_name or f"mto-{uuid.uuid4().hex[:8]}"
@@ -136,6 +127,40 @@ def create_study(
         sampler=rebuild("sampler", sampler, None, study_name),
         pruner=rebuild("pruner", pruner, None, study_name),
     )  # fmt: skip
+    config = _stored_config(study, config, direction, sampler, pruner)
+    store = checkpoint_store(config.artifact_store, opened, artifact_store)
+    runtime = StudyRuntime(study, config, transfer, store, open_kwargs)
+    if task is not None and config.task is None:  # a study created without a task
+        settle_task(runtime, task, f"task={task!r}")
+    return MTOStudy(runtime)
+
+
+def _checked_transfer(direction: str, transfer: BaseTransferManager | None) -> BaseTransferManager:
+    """Check ``direction``; return ``transfer``, by default a new RescueTransfer."""
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(
+            f"direction must be 'maximize' or 'minimize', but got direction={direction!r}."
+        )
+    transfer = RescueTransfer() if transfer is None else transfer
+    if not isinstance(transfer, BaseTransferManager):
+        raise ValueError(
+            "transfer must be an optuna_mto.transfer.BaseTransferManager instance, "
+            f"but got transfer={transfer!r}."
+        )
+    return transfer
+
+
+def _stored_config(
+    study: optuna.Study,
+    config: StudyConfig,
+    direction: str,
+    sampler: optuna.samplers.BaseSampler | None,
+    pruner: optuna.pruners.BasePruner | None,
+) -> StudyConfig:
+    """Store the config of a new study; check an existing one's against it and return it.
+
+    An existing study keeps its stored task (None for one created by an older version).
+    """
     storage_, study_id = storage_of(study), study_id_of(study)
     stored = storage_.get_study_system_attrs(study_id).get(CONFIG_KEY)
     if stored is None:
@@ -145,16 +170,11 @@ def create_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["cross_split_mean"])
-    else:
-        stored_direction = study.direction.name.lower()
-        stored_config = StudyConfig.from_dict(stored)
-        config.check_same(stored_config, study_name, direction=(stored_direction, direction))
-        config = dataclasses.replace(config, task=stored_config.task)  # an older one: None
-    store = checkpoint_store(config.artifact_store, opened, artifact_store)
-    runtime = StudyRuntime(study, config, transfer, store, open_kwargs)
-    if task is not None and config.task is None:  # a study created without a task
-        settle_task(runtime, task, f"task={task!r}")
-    return MTOStudy(runtime)
+        return config
+    stored_direction = study.direction.name.lower()
+    stored_config = StudyConfig.from_dict(stored)
+    config.check_same(stored_config, study.study_name, direction=(stored_direction, direction))
+    return dataclasses.replace(config, task=stored_config.task)  # an older one: None
 
 
 def load_study(

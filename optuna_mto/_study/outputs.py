@@ -6,6 +6,10 @@ outputs for regression. A *soup* averages weights into one model; it only works 
 members share ancestry (one split's weights copied into the others by transfer): weight
 averages of independently initialised networks score near chance, so :func:`build_soup`
 refuses them unless told otherwise. The averaging itself is in :mod:`optuna_mto._study.soup`.
+
+The functions take the opened study (:class:`~optuna_mto._workers.runtime.StudyRuntime`;
+``MTOStudy``'s methods call them) and read its summary once per call: a ``summary=``
+argument passes one that the caller has already built.
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ import optuna
 import torch
 from torch import nn
 
-from optuna_mto._data.dataset import dataset_info
 from optuna_mto._logging import get_logger
 from optuna_mto._storage.optuna_internals import storage_of, study_id_of
 from optuna_mto._storage.retry import retry_transient
 from optuna_mto._storage.schema import LINEAGE_KEY, OUTPUTS_KEY
 from optuna_mto._study.ensemble import EXTRA_STATE_KEY, Ensemble, ensemble_info, save_state_dict
-from optuna_mto._study.results import checkpoint_of, refuse_incomplete
+from optuna_mto._study.results import (
+    best_state_dict,
+    checkpoint_of,
+    refuse_incomplete,
+    study_summary,
+)
 from optuna_mto._study.soup import average_states, greedy_soup, shared_ancestry
 from optuna_mto._study.summary import CrossSplitSummary, latest_split_trials
 from optuna_mto._study.task import combine_for, study_task
@@ -35,20 +43,21 @@ from optuna_mto._validation import check_choice
 from optuna_mto.transfer._selection import rank
 
 if TYPE_CHECKING:
-    from optuna_mto._study.study import MTOStudy
+    from optuna_mto._workers.runtime import StudyRuntime
 
 __all__ = ["build_ensemble", "build_soup", "ensemble_state_dict", "export_ensemble", "export_soup",
-           "score_outputs", "score_outputs_after_optimize", "write_file"]  # fmt: skip
+           "score_outputs", "write_file"]  # fmt: skip
 
 _logger = get_logger(__name__)
 _SOUPS = ("uniform", "greedy")
 
 
 def _finished(
-    study: MTOStudy, splits: Sequence[int] | None, summary: CrossSplitSummary | None = None
+    rt: StudyRuntime, splits: Sequence[int] | None, summary: CrossSplitSummary
 ) -> dict[int, Any]:
-    trials = latest_split_trials(study.study.get_trials(deepcopy=False))
-    done = (summary or study.summary()).ranking  # finished splits, best first
+    """The latest trial of each chosen split (default: every finished one, best first)."""
+    trials = latest_split_trials(rt.study.get_trials(deepcopy=False))
+    done = summary.ranking  # finished splits, best first
     if splits is None:
         chosen = done
     else:
@@ -56,38 +65,40 @@ def _finished(
         missing = [s for s in chosen if s not in done]
         if missing:
             raise ValueError(
-                f"Split(s) {missing} of study {study.study_name!r} have not finished; "
+                f"Split(s) {missing} of study {rt.study_name!r} have not finished; "
                 f"finished splits: {sorted(done)}."
             )
     if not chosen:
-        raise ValueError(f"No split of study {study.study_name!r} has finished yet.")
+        raise ValueError(f"No split of study {rt.study_name!r} has finished yet.")
     return {s: trials[s] for s in chosen}
 
 
 def _best_states(
-    study: MTOStudy, trials: Mapping[int, Any], map_location: str | torch.device = "cpu"
+    rt: StudyRuntime, trials: Mapping[int, Any], map_location: str | torch.device = "cpu"
 ) -> dict[int, dict[str, torch.Tensor]]:
     """The best weights of each finished split trial (one checkpoint read each)."""
-    store = study._rt.store
+    store = rt.store
     return {s: store.load(checkpoint_of(t), map_location=map_location)["model"]
             for s, t in trials.items()}  # fmt: skip
 
 
 def build_ensemble(
-    study: MTOStudy,
+    rt: StudyRuntime,
     model_fn: Callable[[], nn.Module],
     splits: Sequence[int] | None = None,
     combine: str | None = None,
     map_location: str | torch.device = "cpu",
+    *,
+    summary: CrossSplitSummary | None = None,
 ) -> Ensemble:
     """Return an :class:`Ensemble` of the finished splits' best models (best ranked first).
 
     ``combine`` defaults to the study's task (see :func:`optuna_mto._study.task.combine_for`).
     """
-    combine = combine or combine_for(study_task(study._rt))
-    trials = _finished(study, splits)
+    combine = combine or combine_for(study_task(rt))
+    trials = _finished(rt, splits, summary or study_summary(rt))
     members = []
-    for state in _best_states(study, trials, map_location).values():
+    for state in _best_states(rt, trials, map_location).values():
         model = model_fn()
         model.load_state_dict(state)
         members.append(model.to(map_location))
@@ -95,7 +106,11 @@ def build_ensemble(
 
 
 def ensemble_state_dict(
-    study: MTOStudy, splits: Sequence[int] | None = None, *, allow_incomplete: bool = False
+    rt: StudyRuntime,
+    splits: Sequence[int] | None = None,
+    *,
+    allow_incomplete: bool = False,
+    summary: CrossSplitSummary | None = None,
 ) -> tuple[dict[str, Any], dict[int, str]]:
     """Return the ``state_dict`` of the finished splits' :class:`Ensemble`, and who is out.
 
@@ -108,21 +123,19 @@ def ensemble_state_dict(
     Returns:
         The ``state_dict``, and each left-out split with the reason (``"pruned"``, ...).
     """
-    summary = study.summary()
+    summary = summary or study_summary(rt)
     if splits is None and not allow_incomplete:
         refuse_incomplete(
-            study.study_name, summary, "an ensemble would miss the unfinished splits",
+            rt.study_name, summary, "an ensemble would miss the unfinished splits",
             "allow_incomplete=True to use the finished ones, or splits=[...]",
         )  # fmt: skip
-    members = _best_states(study, _finished(study, splits, summary))
+    members = _best_states(rt, _finished(rt, splits, summary))
     state: dict[str, Any] = {
         f"members.{i}.{name}": tensor
         for i, member in enumerate(members.values())
         for name, tensor in member.items()
     }
-    state[EXTRA_STATE_KEY] = ensemble_info(
-        len(members), list(members), combine_for(study_task(study._rt))
-    )
+    state[EXTRA_STATE_KEY] = ensemble_info(len(members), list(members), combine_for(study_task(rt)))
     states = summary.states or ["not finished"] * summary.n_splits
     why = (lambda k: states[k]) if splits is None else (lambda k: f"not in splits={list(splits)}")
     left_out = {k: why(k) for k in range(summary.n_splits) if k not in members}
@@ -130,35 +143,36 @@ def ensemble_state_dict(
         log = _logger.warning if splits is None else _logger.info
         log("The ensemble of study %r keeps %d of %d splits (members: splits %s); left out: "
             "%s. Its file records the %d members: Ensemble.load(path, make_model) needs no "
-            "count.", study.study_name, len(members), summary.n_splits, list(members),
+            "count.", rt.study_name, len(members), summary.n_splits, list(members),
             ", ".join(f"split {k} ({r})" for k, r in left_out.items()), len(members))  # fmt: skip
     else:
         _logger.info("The ensemble of study %r keeps all %d splits (members: splits %s).",
-                     study.study_name, len(members), list(members))  # fmt: skip
+                     rt.study_name, len(members), list(members))  # fmt: skip
     return state, left_out
 
 
 def write_file(
-    study: MTOStudy, state: Mapping[str, Any], path: str | os.PathLike[str], register: bool
+    rt: StudyRuntime, state: Mapping[str, Any], path: str | os.PathLike[str], register: bool
 ) -> Path:
     """Write ``state`` to ``path`` atomically; ``register``: as an artifact of the study."""
     path = save_state_dict(state, path)
     if register:  # finished trials are read-only: the export belongs to the study
         retry_transient(
             optuna.artifacts.upload_artifact,
-            artifact_store=study._rt.store.artifact_store, file_path=str(path),
-            study_or_trial=study.study,
+            artifact_store=rt.store.artifact_store, file_path=str(path),
+            study_or_trial=rt.study,
         )  # fmt: skip
     return path
 
 
 def export_ensemble(
-    study: MTOStudy,
+    rt: StudyRuntime,
     path: str | os.PathLike[str],
     splits: Sequence[int] | None = None,
     *,
     allow_incomplete: bool = False,
     register: bool = True,
+    summary: CrossSplitSummary | None = None,
 ) -> tuple[Path, dict[str, Any], dict[int, str]]:
     """Write the ensemble's file (see :func:`ensemble_state_dict`).
 
@@ -166,12 +180,17 @@ def export_ensemble(
         The path, the file's description (``n_members``, ``splits``, ``combine``) and
         the left-out splits with their reasons.
     """
-    state, left_out = ensemble_state_dict(study, splits, allow_incomplete=allow_incomplete)
-    return write_file(study, state, path, register), state[EXTRA_STATE_KEY], left_out
+    state, left_out = ensemble_state_dict(
+        rt, splits, allow_incomplete=allow_incomplete, summary=summary
+    )
+    return write_file(rt, state, path, register), state[EXTRA_STATE_KEY], left_out
 
 
-def _soup_states(study: MTOStudy, splits: Sequence[int] | None, check_ancestry: bool) -> dict:
-    trials = _finished(study, splits)
+def _soup_states(
+    rt: StudyRuntime, splits: Sequence[int] | None, check_ancestry: bool, summary: CrossSplitSummary
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The best weights of the soup's members, refused when they share no ancestry."""
+    trials = _finished(rt, splits, summary)
     lineages = {s: list(t.system_attrs.get(LINEAGE_KEY, [s])) for s, t in trials.items()}
     if check_ancestry and len(trials) > 1 and not shared_ancestry(lineages):
         raise ValueError(
@@ -182,17 +201,19 @@ def _soup_states(study: MTOStudy, splits: Sequence[int] | None, check_ancestry: 
             "splits share ancestry, or check_ancestry=False if they share an "
             "initialisation the lineage cannot see (e.g. one pretrained checkpoint)."
         )
-    return _best_states(study, trials)
+    return _best_states(rt, trials)
 
 
 def build_soup(
-    study: MTOStudy,
+    rt: StudyRuntime,
     model_fn: Callable[[], nn.Module],
     method: str = "greedy",
     evaluate: Callable[[nn.Module, np.ndarray], float] | None = None,
     indices: np.ndarray | None = None,
     splits: Sequence[int] | None = None,
     check_ancestry: bool = True,
+    *,
+    summary: CrossSplitSummary | None = None,
 ) -> tuple[nn.Module, list[int], float]:
     """Average the weights of the finished splits' best models into one model.
 
@@ -201,7 +222,7 @@ def build_soup(
         it, and its score on ``indices`` (NaN when not scored).
     """
     check_choice("method", method, _SOUPS)
-    states = _soup_states(study, splits, check_ancestry)
+    states = _soup_states(rt, splits, check_ancestry, summary or study_summary(rt))
 
     def build(state: dict[str, torch.Tensor]) -> nn.Module:
         model = model_fn()
@@ -226,18 +247,20 @@ def build_soup(
             return float(evaluate(build(state), indices))
 
     own = {s: score(dict(states[s])) for s in states}
-    order = rank(own, study.direction)
+    order = rank(own, rt.direction)
     order += [s for s in states if s not in order]  # NaN scores last
-    kept, soup_score = greedy_soup([states[s] for s in order], score, study.direction)
+    kept, soup_score = greedy_soup([states[s] for s in order], score, rt.direction)
     members = [order[i] for i in kept]
     return build(average_states([states[s] for s in members])), members, soup_score
 
 
 def score_outputs(
-    study: MTOStudy,
+    rt: StudyRuntime,
     model_fn: Callable[[], nn.Module],
     evaluate: Callable[[nn.Module, np.ndarray], float],
     indices: np.ndarray,
+    *,
+    summary: CrossSplitSummary | None = None,
 ) -> dict[str, Any]:
     """Score the chosen single model, the ensemble and both soups on ``indices``.
 
@@ -249,13 +272,14 @@ def score_outputs(
         ``{"rows": n, "single": {...}, "ensemble": {...}, "uniform_soup": {...},
         "greedy_soup": {...}}``, each with ``score`` and ``splits`` (or ``error``).
     """
+    summary = summary or study_summary(rt)
     out: dict[str, Any] = {"rows": len(indices)}
-    best = study.summary().best_split
+    best = summary.best_split
     single = model_fn()
-    single.load_state_dict(study.best_state_dict(best))
+    single.load_state_dict(best_state_dict(rt, best, summary=summary))
     with torch.no_grad():
         out["single"] = {"score": float(evaluate(single.eval(), indices)), "splits": [best]}
-        ensemble = build_ensemble(study, model_fn)
+        ensemble = build_ensemble(rt, model_fn, summary=summary)
         try:
             out["ensemble"] = {"score": float(evaluate(ensemble, indices)),
                                "splits": ensemble.splits}  # fmt: skip
@@ -263,54 +287,27 @@ def score_outputs(
             out["ensemble"] = {"error": str(err)}
     for method in _SOUPS:
         try:
-            _, members, soup_score = build_soup(study, model_fn, method, evaluate, indices)
+            _, members, soup_score = build_soup(
+                rt, model_fn, method, evaluate, indices, summary=summary
+            )
             out[f"{method}_soup"] = {"score": soup_score, "splits": members}
         except ValueError as err:
             out[f"{method}_soup"] = {"error": str(err)}
-    storage_of(study.study).set_study_system_attr(study_id_of(study.study), OUTPUTS_KEY, out)
+    storage_of(rt.study).set_study_system_attr(study_id_of(rt.study), OUTPUTS_KEY, out)
     return out
 
 
-def score_outputs_after_optimize(study: MTOStudy, objective: Any, evaluate: Any) -> None:
-    """Score the final outputs once the study is complete, if it can be done honestly.
-
-    Needs a selection set (rows no split trained on), an evaluate function and an
-    objective that builds models (``objective.model_fn``, as :class:`SupervisedTrainer`).
-    """
-    model_fn = getattr(objective, "model_fn", None)
-    info = dataset_info(study._rt)
-    if model_fn is None or evaluate is None or info is None or not study.summary().complete:
-        return
-    rows = study.selection_indices(int(info["n_samples"]))
-    if len(rows):
-        score_outputs(study, model_fn, evaluate, rows)
-
-
 def export_soup(
-    study: MTOStudy, path: str | os.PathLike[str], *, allow_incomplete: bool = False
+    rt: StudyRuntime,
+    path: str | os.PathLike[str],
+    *,
+    allow_incomplete: bool = False,
+    summary: CrossSplitSummary | None = None,
 ) -> tuple[Path, list[int]]:
     """Write the uniform soup's ``state_dict`` (no model needed); return it and its splits."""
+    summary = summary or study_summary(rt)
     if not allow_incomplete:
-        refuse_incomplete(study.study_name, study.summary(), "a soup would miss the "
-                          "unfinished splits", "allow_incomplete=True")  # fmt: skip
-    states = _soup_states(study, None, True)
-    return write_file(study, average_states(list(states.values())), path, True), sorted(states)
-
-
-def announce_default_output(study: MTOStudy) -> None:
-    """Name a complete study's default output (the ensemble or, per its manager, the soup)."""
-    summary, key = study.summary(), study.transfer.default_output
-    if not summary.complete:
-        return
-    name, scored = key.replace("_", " "), summary.outputs or {}  # "ensemble", "uniform soup"
-    main, single, scores = scored.get(key, {}), scored.get("single", {}), ""
-    if "score" in main and "score" in single:
-        scores = (f" (on the {scored['rows']} selection rows: {name} {main['score']:.4f}, "
-                  f"best single split {single['score']:.4f})")  # fmt: skip
-    _logger.info(
-        "Study %r is complete. Its default output is the %s of its %d models%s: study.%s or "
-        "optuna-mto export; study.load_best_model(model) gives the best split's model alone.",
-        study.study_name, name, len(summary.ranking), scores,
-        "soup(make_model, 'uniform')" if key == "uniform_soup"
-        else "ensemble(make_model), study.export_ensemble(path)",
-    )  # fmt: skip
+        refuse_incomplete(rt.study_name, summary, "a soup would miss the unfinished splits",
+                          "allow_incomplete=True")  # fmt: skip
+    states = _soup_states(rt, None, True, summary)
+    return write_file(rt, average_states(list(states.values())), path, True), sorted(states)

@@ -1,17 +1,72 @@
-"""Reading a study's results: transfer events and the best split's checkpoint."""
+"""Reading a study's results: its summary, transfer events and the best split's checkpoint.
+
+The functions take the opened study (:class:`~optuna_mto._workers.runtime.StudyRuntime`);
+``MTOStudy``'s methods call them.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from optuna_mto._errors import MTOError
 from optuna_mto._step.events import TransferEvent
 from optuna_mto._storage.schema import BEST_KEY, TRANSFER_ATTR_PREFIX
 from optuna_mto._study.summary import CrossSplitSummary, latest_split_trials
+from optuna_mto._workers.lifecycle import given_up_error, split_statuses, work_left
 from optuna_mto.checkpoints import CheckpointRef
 
-__all__ = ["best_checkpoint", "checkpoint_of", "refuse_incomplete", "transfer_events"]
+if TYPE_CHECKING:
+    from optuna_mto._workers.runtime import StudyRuntime
+
+__all__ = ["best_checkpoint", "best_state_dict", "checkpoint_of", "raise_if_given_up",
+           "refuse_incomplete", "study_summary", "transfer_events"]  # fmt: skip
+
+
+def study_summary(rt: StudyRuntime) -> CrossSplitSummary:
+    """The cross-split summary of the study, with how each split stands (see ``MTOStudy.summary``).
+
+    It reads every trial and the split states from the storage: a caller that needs it
+    more than once builds it once and passes it on.
+    """
+    statuses = split_statuses(rt, work_left(rt, take_over=False))
+    return CrossSplitSummary.from_study(
+        rt.study, rt.n_splits,
+        states=[s.state for s in statuses],
+        failures=[(s.errors, s.preemptions) for s in statuses],
+    )  # fmt: skip
+
+
+def raise_if_given_up(rt: StudyRuntime, after_run: bool = False) -> None:
+    """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
+    error = given_up_error(rt, split_statuses(rt), after_run=after_run)
+    if error is not None:
+        raise error
+
+
+def best_state_dict(
+    rt: StudyRuntime,
+    split: int | None = None,
+    map_location: str | torch.device = "cpu",
+    *,
+    allow_incomplete: bool = False,
+    summary: CrossSplitSummary | None = None,
+) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of the best-ranked split's best model, or of ``split``.
+
+    ``summary``: the study's summary, if the caller has it (else it is built here).
+
+    Raises:
+        MTOError: If the study is incomplete and neither ``split`` nor
+            ``allow_incomplete`` is given.
+        ValueError: If no split (or not ``split``) has finished.
+    """
+    summary = summary or study_summary(rt)
+    ref = best_checkpoint(rt.study, summary, split, allow_incomplete)
+    return rt.store.load(ref, map_location=map_location)["model"]
 
 
 def transfer_events(study: optuna.Study) -> list[TransferEvent]:

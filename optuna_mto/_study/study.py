@@ -24,10 +24,9 @@ from optuna_mto._study import distill_study as _distill_study
 from optuna_mto._study import outputs as _outputs
 from optuna_mto._study.ensemble import Ensemble
 from optuna_mto._study.optimize import run_optimize
-from optuna_mto._study.results import best_checkpoint, transfer_events
+from optuna_mto._study.results import best_state_dict, study_summary, transfer_events
 from optuna_mto._study.summary import CrossSplitSummary
 from optuna_mto._workers.claims import ClaimTable
-from optuna_mto._workers.lifecycle import given_up_error, split_statuses, work_left
 from optuna_mto._workers.runtime import StudyRuntime
 from optuna_mto.checkpoints import CheckpointStore
 
@@ -172,16 +171,11 @@ class MTOStudy:
                 at the end, naming each callback whose calls failed and how often.
         """
         run_optimize(
-            self, objective, dataset=dataset, targets=targets, evaluate=evaluate, n_jobs=n_jobs,
-            executor=executor, devices=devices, timeout=timeout, show_progress=show_progress,
-            dashboard=dashboard, callbacks=callbacks,
+            self._rt, objective, watched=self, dataset=dataset, targets=targets,
+            evaluate=evaluate, n_jobs=n_jobs, executor=executor, devices=devices,
+            timeout=timeout, show_progress=show_progress, dashboard=dashboard,
+            callbacks=callbacks,
         )  # fmt: skip
-
-    def _raise_if_given_up(self, after_run: bool = False) -> None:
-        """Raise :class:`SplitsGivenUpError` naming the splits that used up a budget."""
-        error = given_up_error(self._rt, split_statuses(self._rt), after_run=after_run)
-        if error is not None:
-            raise error
 
     # ------------------------------------------------------------------ results
     def summary(self) -> CrossSplitSummary:
@@ -190,13 +184,7 @@ class MTOStudy:
         Its ``states`` say how each split stands (complete, running, failed, given up,
         missing); ``complete`` is False and the table says so while any split is not.
         """
-        left = work_left(self._rt, take_over=False)
-        statuses = split_statuses(self._rt, left)
-        return CrossSplitSummary.from_study(
-            self.study, self.n_splits,
-            states=[s.state for s in statuses],
-            failures=[(s.errors, s.preemptions) for s in statuses],
-        )  # fmt: skip
+        return study_summary(self._rt)
 
     def transfers(self) -> list[TransferEvent]:
         """Return every recorded transfer attempt of the splits' current runs, by step."""
@@ -215,8 +203,7 @@ class MTOStudy:
             MTOError: If the study is incomplete (a split given up, failed, running or
                 never run) and neither ``split`` nor ``allow_incomplete=True`` is given.
         """
-        ref = best_checkpoint(self.study, self.summary(), split, allow_incomplete)
-        return self._rt.store.load(ref, map_location=map_location)["model"]
+        return best_state_dict(self._rt, split, map_location, allow_incomplete=allow_incomplete)
 
     def load_best_model(
         self, model: torch.nn.Module, split: int | None = None, *, allow_incomplete: bool = False
@@ -248,7 +235,7 @@ class MTOStudy:
         (``optuna.artifacts.upload_artifact``), so optuna-dashboard lists it.
         """
         state = self.best_state_dict(split, allow_incomplete=allow_incomplete)
-        return _outputs.write_file(self, state, path, register)
+        return _outputs.write_file(self._rt, state, path, register)
 
     def export_ensemble(
         self,
@@ -267,7 +254,7 @@ class MTOStudy:
         ``allow_incomplete=True`` is given; ``register`` as in :meth:`export_best_model`.
         """
         return _outputs.export_ensemble(
-            self, path, splits, allow_incomplete=allow_incomplete, register=register
+            self._rt, path, splits, allow_incomplete=allow_incomplete, register=register
         )[0]
 
     def ensemble(self, model_fn: Callable[[], torch.nn.Module], **kwargs: Any) -> Ensemble:
@@ -279,7 +266,7 @@ class MTOStudy:
                 study's task, ``"softmax"`` for classifiers, ``"mean"`` for regression;
                 ``"auto"`` when unknown), ``map_location``.
         """
-        return _outputs.build_ensemble(self, model_fn, **kwargs)
+        return _outputs.build_ensemble(self._rt, model_fn, **kwargs)
 
     def soup(
         self, model_fn: Callable[[], torch.nn.Module], method: str = "greedy", **kwargs: Any
@@ -298,7 +285,7 @@ class MTOStudy:
         if "indices" not in kwargs:
             info = dataset_info(self._rt)
             kwargs["indices"] = None if info is None else self.selection_indices(info["n_samples"])
-        return _outputs.build_soup(self, model_fn, method, **kwargs)
+        return _outputs.build_soup(self._rt, model_fn, method, **kwargs)
 
     # One model from the K, by distillation (documented in optuna_mto._study.distill_study).
     teacher_targets = _distill_study.study_teacher_targets

@@ -126,9 +126,7 @@ def _supervise(
     while procs:
         if job.stop.is_set() and not signalled:
             signalled = True
-            for proc in procs.values():
-                if proc.is_alive():
-                    proc.terminate()  # SIGTERM: the worker marks its split interrupted
+            _terminate(procs)
         multiprocessing.connection.wait([p.sentinel for p in procs.values()], timeout=0.5)
         for i, proc in list(procs.items()):
             if proc.is_alive():
@@ -144,28 +142,55 @@ def _supervise(
                 if procs:
                     continue  # refused by the database: not replaced while others work
                 refused += 1
-                if refused > _MAX_REFUSED:
-                    _logger.error(
-                        "The database refused %d worker processes in a row; no worker is "
-                        "left, so this optimize call stops (rerun it once connections are "
-                        "free).", refused,
-                    )  # fmt: skip
+                if not _wait_for_a_slot(refused):
                     continue
-                time.sleep(2.0 * refused)  # the last worker: wait for a slot, then retry
             else:
                 refused = 0
-            _logger.warning(
-                "Worker process %s (pid %s, %s) died with exit code %s.",
-                proc.name, proc.pid, devices[i], proc.exitcode,
-            )  # fmt: skip
-            out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
-            left = work_left(runtime)  # takes the dead worker's split over at once
-            if (left.claimable or left.running) and budget > 0 and not out_of_time:
+            if _should_replace(runtime, job, proc, devices[i], budget):
                 budget -= 1
-                _logger.warning("Starting a new worker process on %s in its place.", devices[i])
                 procs[i] = start(i)
     if guard_failed:
         raise SystemExit(guard_message())
+
+
+def _terminate(procs: dict[int, multiprocessing.process.BaseProcess]) -> None:
+    """Send SIGTERM to the live workers: each marks its split interrupted and exits."""
+    for proc in procs.values():
+        if proc.is_alive():
+            proc.terminate()
+
+
+def _wait_for_a_slot(refused: int) -> bool:
+    """Wait before replacing the last worker, which the database refused; False: give up."""
+    if refused > _MAX_REFUSED:
+        _logger.error(
+            "The database refused %d worker processes in a row; no worker is "
+            "left, so this optimize call stops (rerun it once connections are "
+            "free).", refused,
+        )  # fmt: skip
+        return False
+    time.sleep(2.0 * refused)  # the last worker: wait for a slot, then retry
+    return True
+
+
+def _should_replace(
+    runtime: StudyRuntime,
+    job: Job,
+    proc: multiprocessing.process.BaseProcess,
+    device: str,
+    budget: int,
+) -> bool:
+    """Log a worker's death; True if a new one should take its place (work left, in time)."""
+    _logger.warning(
+        "Worker process %s (pid %s, %s) died with exit code %s.",
+        proc.name, proc.pid, device, proc.exitcode,
+    )  # fmt: skip
+    out_of_time = job.deadline is not None and time.monotonic() >= job.deadline
+    left = work_left(runtime)  # takes the dead worker's split over at once
+    if (left.claimable or left.running) and budget > 0 and not out_of_time:
+        _logger.warning("Starting a new worker process on %s in its place.", device)
+        return True
+    return False
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -14,31 +14,22 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_mto._logging import get_logger
 from optuna_mto._step.finish import final_value
 from optuna_mto._step.handle import EvaluateFn, Shared
-from optuna_mto._step.hparams import retried_params
 from optuna_mto._step.trial import SplitTrial
 from optuna_mto._storage.optuna_internals import rdb_backend, storage_of, study_id_of, trial_id_of
 from optuna_mto._storage.retry import TRANSIENT_ERRORS, retry_transient
 from optuna_mto._storage.schema import (
-    ATTEMPT_ATTR,
-    ATTEMPT_KEY,
-    DEVICE_ATTR,
     FAIL_REASON_KEY,
     FAILED_AT_START_KEY,
     OBJECTIVE_VALUE_ATTR,
-    RETRIED_FROM_KEY,
-    SPLIT_ATTR,
-    SPLIT_KEY,
-    SPLIT_PARAM,
-    WORKER_ATTR,
 )
 from optuna_mto._workers import distributed as _distributed
 from optuna_mto._workers import execution as _execution
+from optuna_mto._workers.attempt import trial_template
 from optuna_mto._workers.claims import SplitClaim, utc_now
 from optuna_mto._workers.exclusive import earlier_attempt_lives, give_up_if_superseded
 from optuna_mto._workers.lifecycle import work_left
@@ -160,53 +151,13 @@ class Worker:
     def _run_split(
         self, shared: Shared, split: int, attempt: int, previous: SplitClaim | None
     ) -> None:
-        study = self.study.study
-        system_attrs: dict[str, Any] = {SPLIT_KEY: split, ATTEMPT_KEY: attempt}
-        resume = None
-        params: dict[str, Any] = {}
-        dists: dict[str, Any] = {}
-        kept_attrs: dict[str, Any] = {}
-        if previous is not None:
-            if previous.trial_id is not None:
-                system_attrs[RETRIED_FROM_KEY] = previous.trial_id
-            # The split keeps the hyperparameters it was given: never sampled again.
-            earlier = self._last_trial_id(split, previous)
-            if earlier is not None:
-                failed = retry_transient(storage_of(study).get_trial, earlier)
-                params, dists, kept_attrs = retried_params(failed)
-            # The split's last record is from an earlier, failed attempt: resume from it.
-            record = retry_transient(self.study.board.read).get(split)
-            if record is not None and not record.finished:
-                resume = record
-        split_distribution = IntDistribution(0, max(self.study.n_splits - 1, 1))
-        template = FrozenTrial(
-            number=-1,
-            state=TrialState.RUNNING,
-            value=None,
-            datetime_start=datetime.datetime.now(),
-            datetime_complete=None,
-            params={SPLIT_PARAM: split, **params},
-            distributions={SPLIT_PARAM: split_distribution, **dists},
-            user_attrs={
-                SPLIT_ATTR: split,
-                ATTEMPT_ATTR: attempt,
-                DEVICE_ATTR: self.device,
-                WORKER_ATTR: self.name,
-                **kept_attrs,
-            },  # fmt: skip
-            system_attrs=system_attrs,
-            intermediate_values={},
-            trial_id=-1,
+        """Run one claimed split as a trial: create it, run the objective, record its end."""
+        template, resume = trial_template(
+            self.study, split, attempt, previous, device=self.device, worker=self.name
         )
-        storage = storage_of(study)
-        # One transaction: a failed try leaves no half-made trial behind.
-        trial_id = retry_transient(
-            storage.create_new_trial, study_id_of(study), template_trial=template
-        )
-        retry_transient(self.study.claims.attach_trial, split, attempt, trial_id)
-        if give_up_if_superseded(self.study, split, attempt, trial_id):
+        trial = self._create_trial(template, split, attempt)
+        if trial is None:
             return
-        trial = optuna.Trial(study, trial_id)
         split_trial = SplitTrial(
             shared, trial, split, attempt, self.device, resume_from=resume,
             report_hooks=self.job.callbacks,
@@ -215,17 +166,39 @@ class Worker:
             "Trial %d runs split %d (attempt %d) on %s.", trial.number, split, attempt, self.device
         )
         started = time.monotonic()
-        with _execution.heartbeat(storage, trial_id):
+        ran = self._run_objective(split_trial)
+        if ran is not None:
+            self._record(split_trial, *ran, seconds=time.monotonic() - started)
+
+    def _create_trial(self, template: FrozenTrial, split: int, attempt: int) -> optuna.Trial | None:
+        """Create the split's trial and attach it to the claim; None if superseded."""
+        study = self.study.study
+        # One transaction: a failed try leaves no half-made trial behind.
+        trial_id = retry_transient(
+            storage_of(study).create_new_trial, study_id_of(study), template_trial=template
+        )
+        retry_transient(self.study.claims.attach_trial, split, attempt, trial_id)
+        if give_up_if_superseded(self.study, split, attempt, trial_id):
+            return None
+        return optuna.Trial(study, trial_id)
+
+    def _run_objective(self, split_trial: SplitTrial) -> tuple[Any, list[float] | None] | None:
+        """Run the objective under a heartbeat: what it returned and the final scores.
+
+        None when the run ended otherwise (pruned, taken over, failed): that is
+        recorded here. The user's stop (Ctrl-C, SIGTERM, SystemExit) is raised again.
+        """
+        trial, split = split_trial.optuna_trial, split_trial.split
+        with _execution.heartbeat(storage_of(self.study.study), trial_id_of(trial)):
             try:
                 returned = _distributed.call_objective(self.job.objective, split_trial)
-                scores = split_trial.finish()
+                return returned, split_trial.finish()
             except optuna.TrialPruned as err:
                 # Optuna's meaning: stopped on purpose, not a failure. Never retried.
                 split_trial.finish_pruned()
                 self._tell(trial, state=TrialState.PRUNED)
                 _logger.info("Trial %d (split %d) pruned: %s", trial.number, split, err)
-                self._callbacks(trial_id)
-                return
+                self._callbacks(trial_id_of(trial))
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Failed by another worker: this one's heartbeat was stale (it could not
                 # reach the storage). The split is that worker's now; give it up.
@@ -234,50 +207,62 @@ class Worker:
                     "heartbeat went stale (it could not reach the storage). Giving it up.",
                     split, trial.number,
                 )  # fmt: skip
-                return
             except BaseException as err:
-                reason = f"{type(err).__name__}: {err}"
-                retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
-                at_start = split_trial.n_reports == 0
-                if isinstance(err, TRANSIENT_ERRORS):
-                    pass  # the storage went away for too long: counted as a lost worker
-                elif isinstance(err, Exception):  # the user's code failed: uses up a retry
-                    retry_transient(self.study.claims.mark_errored, split, attempt)
-                    if at_start:
-                        retry_transient(
-                            storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True
-                        )
-                else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
-                    retry_transient(self.study.claims.mark_interrupted, split, attempt)
-                self._tell(trial, state=TrialState.FAIL)
-                if not isinstance(err, KeyboardInterrupt):
-                    self._callbacks(trial_id)
-                if not isinstance(err, Exception):
+                if self._failed(split_trial, err):
                     raise
-                # Logged here, with the split it belongs to. The split is retried (by this
-                # or another worker) while max_retries allows, except after an error at the
-                # start, which recurs on every retry; optimize() raises one error naming
-                # every split left failed or given up at the end.
-                if at_start:
-                    _logger.warning(
-                        "Trial %d (split %d) failed before its first report: %s. Not retried "
-                        "in this optimize call (an error at the start recurs on every retry); "
-                        "fix it and run optimize again.", trial.number, split,
-                        reason.rstrip("."), exc_info=err,
-                    )  # fmt: skip
-                else:
-                    _logger.error(
-                        "Split %d (trial %d, attempt %d) failed: %s", split, trial.number,
-                        attempt, reason, exc_info=err,
-                    )  # fmt: skip
-                return
-        seconds = time.monotonic() - started
+        return None
+
+    def _failed(self, split_trial: SplitTrial, err: BaseException) -> bool:
+        """Record a run that raised ``err``; True if it is the user's stop, to raise again."""
+        trial, split, attempt = split_trial.optuna_trial, split_trial.split, split_trial.attempt
+        trial_id, storage = trial_id_of(trial), storage_of(self.study.study)
+        reason = f"{type(err).__name__}: {err}"
+        retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
+        at_start = split_trial.n_reports == 0
+        if isinstance(err, TRANSIENT_ERRORS):
+            pass  # the storage went away for too long: counted as a lost worker
+        elif isinstance(err, Exception):  # the user's code failed: uses up a retry
+            retry_transient(self.study.claims.mark_errored, split, attempt)
+            if at_start:
+                retry_transient(storage.set_trial_system_attr, trial_id, FAILED_AT_START_KEY, True)
+        else:  # Ctrl-C, SIGTERM, SystemExit: the user's stop is not a failure
+            retry_transient(self.study.claims.mark_interrupted, split, attempt)
+        self._tell(trial, state=TrialState.FAIL)
+        if not isinstance(err, KeyboardInterrupt):
+            self._callbacks(trial_id)
+        if not isinstance(err, Exception):
+            return True
+        # Logged here, with the split it belongs to. The split is retried (by this
+        # or another worker) while max_retries allows, except after an error at the
+        # start, which recurs on every retry; optimize() raises one error naming
+        # every split left failed or given up at the end.
+        if at_start:
+            _logger.warning(
+                "Trial %d (split %d) failed before its first report: %s. Not retried "
+                "in this optimize call (an error at the start recurs on every retry); "
+                "fix it and run optimize again.", trial.number, split,
+                reason.rstrip("."), exc_info=err,
+            )  # fmt: skip
+        else:
+            _logger.error(
+                "Split %d (trial %d, attempt %d) failed: %s", split, trial.number,
+                attempt, reason, exc_info=err,
+            )  # fmt: skip
+        return False
+
+    def _record(
+        self, split_trial: SplitTrial, returned: Any, scores: list[float] | None, seconds: float
+    ) -> None:
+        """Tell the finished run's value, or fail the trial when it has none."""
+        trial, split = split_trial.optuna_trial, split_trial.split
+        trial_id = trial_id_of(trial)
         if returned is not None:
             retry_transient(trial.set_user_attr, OBJECTIVE_VALUE_ATTR, float(returned))
         value, reason = final_value(split, scores, split_trial.selection_score, returned)
         if value is None:
+            storage = storage_of(self.study.study)
             retry_transient(storage.set_trial_system_attr, trial_id, FAIL_REASON_KEY, reason)
-            retry_transient(self.study.claims.mark_errored, split, attempt)
+            retry_transient(self.study.claims.mark_errored, split, split_trial.attempt)
             self._tell(trial, state=TrialState.FAIL)
             self._callbacks(trial_id)
             _logger.error("Split %d (trial %d) failed: %s", split, trial.number, reason)
@@ -288,17 +273,6 @@ class Worker:
             "selection score" if split_trial.selection_score is not None else "value", value,
         )  # fmt: skip
         self._callbacks(trial_id)
-
-    def _last_trial_id(self, split: int, previous: SplitClaim) -> int | None:
-        """Return the split's latest trial (an earlier attempt may have died before one)."""
-        if previous.trial_id is not None:
-            return previous.trial_id
-        trials = [
-            t
-            for t in retry_transient(self.study.study.get_trials, deepcopy=False)
-            if t.system_attrs.get(SPLIT_KEY) == split
-        ]
-        return trial_id_of(max(trials, key=lambda t: t.number)) if trials else None
 
     def _callbacks(self, trial_id: int) -> None:
         """Call ``callback(study, frozen_trial)`` for a split that ended, as Optuna does."""

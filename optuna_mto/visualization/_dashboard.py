@@ -22,7 +22,9 @@ from optuna_mto.visualization._relations import plot_relations
 from optuna_mto.visualization._transfer_graph import plot_transfer_graph
 
 if TYPE_CHECKING:
+    from optuna_mto._study.config import StudyConfig
     from optuna_mto._study.study import MTOStudy
+    from optuna_mto._study.summary import CrossSplitSummary
 
 __all__ = [
     "DASHBOARD_FIGURES",
@@ -53,11 +55,22 @@ def dashboard_note(study: MTOStudy) -> str:
     """
     config = study.config
     summary = study.summary()
+    lines = [*_settings_lines(study, config), *_ranking_lines(summary), *_export_lines(summary)]
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    lines += [
+        "",
+        f"*Published by optuna-mto at {stamp}; figures: {', '.join(DASHBOARD_FIGURES)}. "
+        "This note is overwritten at every publication.*",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _settings_lines(study: MTOStudy, config: StudyConfig) -> list[str]:
+    """The note's heading and its table of the study's configuration."""
     transfer = dict(config.transfer)
     name = transfer.pop("name", "?")
     params = ", ".join(f"{k}={v!r}" for k, v in transfer.items())
-    head, rows = summary.table()
-    lines = [
+    return [
         f"## optuna-mto study `{study.study_name}`",
         "",
         "| setting | value |",
@@ -70,6 +83,13 @@ def dashboard_note(study: MTOStudy) -> str:
         f"| transfer | `{name}({params})` |",
         f"| max retries | {config.max_retries} |",
         "",
+    ]
+
+
+def _ranking_lines(summary: CrossSplitSummary) -> list[str]:
+    """The ranked table as Markdown, with its legend and the final outputs' scores."""
+    head, rows = summary.table()
+    lines = [
         f"### Ranking ({len(summary.ranking)} of {summary.n_splits} splits finished)",
         "",
     ]
@@ -84,27 +104,25 @@ def dashboard_note(study: MTOStudy) -> str:
     outputs = summary.outputs_lines()
     if outputs:
         lines += ["", outputs[0], "", *(f"- {line.strip()}" for line in outputs[1:])]
+    return lines
+
+
+def _export_lines(summary: CrossSplitSummary) -> list[str]:
+    """Which split's model is exported, and why (after a blank line)."""
     best = summary.best_split
-    lines.append("")
     if best is None:
-        lines.append("No split has finished yet.")
-    elif summary.uses_selection:
-        lines.append(
+        return ["", "No split has finished yet."]
+    if summary.uses_selection:
+        return [
+            "",
             f"The exported model is split {best}'s best (selection score "
-            f"{format_number(summary.selection[best])} on the held-out rows)."  # type: ignore[index]
-        )
-    else:
-        lines.append(
-            f"The exported model is split {best}'s best (mean {format_number(summary.mean[best])} "
-            f"over the {summary.n_splits} validation sets)."
-        )
-    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    lines += [
+            f"{format_number(summary.selection[best])} on the held-out rows).",  # type: ignore[index]
+        ]
+    return [
         "",
-        f"*Published by optuna-mto at {stamp}; figures: {', '.join(DASHBOARD_FIGURES)}. "
-        "This note is overwritten at every publication.*",
+        f"The exported model is split {best}'s best (mean {format_number(summary.mean[best])} "
+        f"over the {summary.n_splits} validation sets).",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _markdown_row(cells: list[str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
@@ -76,8 +76,43 @@ def plot_transfer_graph(study: MTOStudy) -> go.Figure:
     counts = transfer_counts(study)
     positions = [_position(s, k) for s in range(k)]
     figure = go.Figure()
+    labels = _draw_arrows(figure, counts, positions)
+    # The labels' data (and hover boxes) as a trace; the visible labels are the
+    # annotations drawn over the arrows on a white background.
+    figure.add_trace(
+        go.Scatter(
+            **labels,
+            mode="markers",
+            name="transfers",
+            marker={"size": 24, "opacity": 0},
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    figure.add_trace(_node_trace(counts, positions))
+    title = "Transfers: donor → receiver (kept/tried)"
+    if not counts:
+        title += ", none recorded yet"
+    axis = {"visible": False, "range": [-1.35, 1.35]}
+    figure.update_layout(
+        title={"text": title},
+        xaxis=axis,
+        yaxis={**axis, "scaleanchor": "x", "scaleratio": 1},
+        plot_bgcolor="white",
+        hovermode="closest",
+    )
+    return figure
+
+
+def _draw_arrows(
+    figure: go.Figure,
+    counts: dict[tuple[int, int], tuple[int, int, int]],
+    positions: list[tuple[float, float]],
+) -> dict[str, list[Any]]:
+    """Draw one labelled arrow per (donor, receiver); return the labels as trace data."""
+    k = len(positions)
     widest = max((tried for _, tried, _ in counts.values()), default=0)
-    label_x, label_y, label_text, label_data, label_hover = [], [], [], [], []
+    labels: dict[str, list[Any]] = {"x": [], "y": [], "text": [], "customdata": [], "hovertext": []}
     for (donor, receiver), (kept, tried, skipped) in counts.items():
         if not (0 <= donor < k and 0 <= receiver < k):
             continue
@@ -93,64 +128,41 @@ def plot_transfer_graph(study: MTOStudy) -> go.Figure:
             standoff=22, startstandoff=22, text="",
         )  # fmt: skip
         # Nearer the receiver than the middle: crossing diagonals keep their labels apart.
-        label_x.append(x0 + _LABEL_AT * (x1 - x0) + 1.5 * nx)
-        label_y.append(y0 + _LABEL_AT * (y1 - y0) + 1.5 * ny)
-        label_text.append(f"{kept}/{tried}")
-        label_data.append([donor, receiver, kept, tried, skipped])
+        labels["x"].append(x0 + _LABEL_AT * (x1 - x0) + 1.5 * nx)
+        labels["y"].append(y0 + _LABEL_AT * (y1 - y0) + 1.5 * ny)
+        labels["text"].append(f"{kept}/{tried}")
+        labels["customdata"].append([donor, receiver, kept, tried, skipped])
         hover = f"split {donor} → split {receiver}: {kept} kept of {tried} tried"
-        label_hover.append(hover + (f", {skipped} skipped" if skipped else ""))
+        labels["hovertext"].append(hover + (f", {skipped} skipped" if skipped else ""))
         figure.add_annotation(
-            x=label_x[-1], y=label_y[-1], xref="x", yref="y", text=label_text[-1],
+            x=labels["x"][-1], y=labels["y"][-1], xref="x", yref="y", text=labels["text"][-1],
             showarrow=False, bgcolor="white", font={"size": 13}, borderpad=1,
         )  # fmt: skip
-    # The labels' data (and hover boxes) as a trace; the visible labels are the
-    # annotations above, drawn over the arrows on a white background.
-    figure.add_trace(
-        go.Scatter(
-            x=label_x,
-            y=label_y,
-            mode="markers",
-            name="transfers",
-            text=label_text,
-            marker={"size": 24, "opacity": 0},
-            customdata=label_data,
-            hovertext=label_hover,
-            hoverinfo="text",
-            showlegend=False,
-        )
-    )
+    return labels
+
+
+def _node_trace(
+    counts: dict[tuple[int, int], tuple[int, int, int]], positions: list[tuple[float, float]]
+) -> go.Scatter:
+    """The splits as nodes, with the transfers each gave and received as their data."""
+    k = len(positions)
 
     def total(split: int, index: int, role: int) -> int:
         return sum(c[index] for pair, c in counts.items() if pair[role] == split)
 
     nodes = [[s, total(s, 0, 0), total(s, 1, 0), total(s, 0, 1), total(s, 1, 1)] for s in range(k)]
-    figure.add_trace(
-        go.Scatter(
-            x=[p[0] for p in positions],
-            y=[p[1] for p in positions],
-            mode="markers+text",
-            name="splits",
-            text=[str(s) for s in range(k)],
-            textfont={"color": "white", "size": 14},
-            marker={"size": 36, "color": [split_color(s) for s in range(k)]},
-            customdata=nodes,
-            hovertext=[
-                f"split {s}: gave {g}/{gt}, received {r}/{rt} (kept/tried)"
-                for s, g, gt, r, rt in nodes
-            ],
-            hoverinfo="text",
-            showlegend=False,
-        )
+    return go.Scatter(
+        x=[p[0] for p in positions],
+        y=[p[1] for p in positions],
+        mode="markers+text",
+        name="splits",
+        text=[str(s) for s in range(k)],
+        textfont={"color": "white", "size": 14},
+        marker={"size": 36, "color": [split_color(s) for s in range(k)]},
+        customdata=nodes,
+        hovertext=[
+            f"split {s}: gave {g}/{gt}, received {r}/{rt} (kept/tried)" for s, g, gt, r, rt in nodes
+        ],
+        hoverinfo="text",
+        showlegend=False,
     )
-    title = "Transfers: donor → receiver (kept/tried)"
-    if not counts:
-        title += ", none recorded yet"
-    axis = {"visible": False, "range": [-1.35, 1.35]}
-    figure.update_layout(
-        title={"text": title},
-        xaxis=axis,
-        yaxis={**axis, "scaleanchor": "x", "scaleratio": 1},
-        plot_bgcolor="white",
-        hovermode="closest",
-    )
-    return figure

@@ -209,7 +209,7 @@ def test_papa_study_averages_and_ends_with_one_soup(tmp_path, digits, caplog):
     assert len({tuple(state["strategy"]["average_start"]) for state in kept}) == 1
     soup, members, score = study.soup(tiny_mlp, "uniform", evaluate=trainer.evaluate)
     assert members == [0, 1, 2] and score > 0.8
-    path, splits = export_soup(study, tmp_path / "soup.pt")
+    path, splits = export_soup(study._rt, tmp_path / "soup.pt")
     assert splits == [0, 1, 2]
     exported = tiny_mlp()
     exported.load_state_dict(torch.load(path, weights_only=True))
