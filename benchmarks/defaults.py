@@ -31,7 +31,7 @@ from quality import paired  # noqa: E402
 RESULTS = Path(os.environ.get("BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 #: The methods shown. ``old_default`` and ``rescue`` runs are older code's: their seeds
 #: no longer pair with today's independent splits (see benchmarks/README.md).
-METHODS = ("independent", "default", "papa")
+METHODS = ("independent", "default", "rescue_i2", "rescue_i4", "papa")
 OUTPUTS = (
     "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
     "distilled_mix", "no_teacher_mix",

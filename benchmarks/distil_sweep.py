@@ -11,13 +11,15 @@ teacher, and the no-teacher baseline for each epoch budget. Without mixup the
 teacher's targets are computed once per row: the teacher is in eval mode, so this is
 exactly what ``study.distill`` computes batch by batch. With mixup (``mix=a``) each
 batch is mixed with a shuffled copy of itself (weight ~ Beta(a, a)) and the teacher
-labels the mixed images ("function matching", Beyer et al., CVPR 2022).
+labels the mixed images ("function matching", Beyer et al., CVPR 2022); the labels'
+loss and the no-teacher baselines mix the labels alike.
 
 Prints each variant's mean held-out test accuracy and its paired difference (95%
 t-interval over seeds) to the independent splits' chosen model (``single``), to their
 ensemble, and to the no-teacher model of the same epochs. Tune on seeds the defaults
 benchmark does not use (100+); evaluate the chosen variant with ``quality.py --distil``
-on seeds 0-9. Writes ``results/distil_sweep<tag>.json``.
+on seeds 0-9. ``--grid`` picks the variants (``GRIDS``). Writes
+``results/distil_sweep_<grid><tag>.json``.
 """
 
 from __future__ import annotations
@@ -42,22 +44,36 @@ from quality import SETTINGS, K, accuracy, load, paired  # noqa: E402
 
 import optuna_mto  # noqa: E402
 from optuna_mto import transfer  # noqa: E402
-from optuna_mto._study.distill import distillation_loss, epoch_generator  # noqa: E402
+from optuna_mto._study.distill import Mixer, distillation_loss, epoch_generator  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: (name, temperature, hard_weight, epochs, mixup alpha or 0, warm start, lr factor):
 #: epochs 0 is the setting's; a warm student starts from the chosen split's model, not a
-#: fresh one; the lr factor scales the optimizer's learning rate.
-VARIANTS = [
-    ("T1", 1.0, 0.0, 0, 0.0, False, 1.0),
-    ("T1_mix_x2", 1.0, 0.0, 40, 1.0, False, 1.0),
-    ("warm_T1_e5_lr.1", 1.0, 0.0, 5, 0.0, True, 0.1),
-    ("warm_T1_e10_lr.1", 1.0, 0.0, 10, 0.0, True, 0.1),
-    ("warm_mix_e10_lr.1", 1.0, 0.0, 10, 1.0, True, 0.1),
-    ("warm_T1_e10_lr.03", 1.0, 0.0, 10, 0.0, True, 0.03),
-]
-#: The no-teacher baselines: (epochs, warm start, lr factor).
-BASELINES = sorted({(v[3], v[5], v[6]) for v in VARIANTS})
+#: fresh one; the lr factor scales the optimizer's learning rate. ``warm`` was run by this
+#: script at commit "benchmarks/distil_sweep.py: the warm-start and mixup sweep", whose
+#: mixing drew from torch's generator (results/distil_sweep_warm.json).
+GRIDS = {
+    "warm": [
+        ("T1", 1.0, 0.0, 0, 0.0, False, 1.0),
+        ("T1_mix_x2", 1.0, 0.0, 40, 1.0, False, 1.0),
+        ("warm_T1_e5_lr.1", 1.0, 0.0, 5, 0.0, True, 0.1),
+        ("warm_T1_e10_lr.1", 1.0, 0.0, 10, 0.0, True, 0.1),
+        ("warm_mix_e10_lr.1", 1.0, 0.0, 10, 1.0, True, 0.1),
+        ("warm_T1_e10_lr.03", 1.0, 0.0, 10, 0.0, True, 0.03),
+    ],
+    # Does the teacher add to the labels? Fresh students, 2x epochs, mixup 1.0.
+    "mixup": [
+        ("mix_x2", 1.0, 0.0, 40, 1.0, False, 1.0),
+        ("mix_x2_hw1", 1.0, 1.0, 40, 1.0, False, 1.0),
+        ("mix_x2_T2_hw1", 2.0, 1.0, 40, 1.0, False, 1.0),
+    ],
+}
+Variant = tuple[str, float, float, int, float, bool, float]
+
+
+def baselines(variants: list[Variant]) -> list[tuple[int, float, bool, float]]:
+    """The no-teacher baselines the variants need: (epochs, mixup, warm start, lr factor)."""
+    return sorted({(v[3], v[4], v[5], v[6]) for v in variants})
 
 
 def _batches(rows: np.ndarray, seed: int, epoch: int, size: int = 64) -> list[torch.Tensor]:
@@ -71,7 +87,7 @@ def _student(
     teacher: torch.nn.Module,
     probs: torch.Tensor | None,
     rows: np.ndarray,
-    variant: tuple[str, float, float, int, float, bool, float],
+    variant: Variant,
     init: dict[str, torch.Tensor],
 ) -> torch.nn.Module:
     _, temperature, hard_weight, epochs, mix, warm, lr_factor = variant
@@ -83,39 +99,36 @@ def _student(
     optimizer = trainer.optimizer_fn(model.parameters())
     for group in optimizer.param_groups:
         group["lr"] *= lr_factor
-    rng = torch.Generator().manual_seed(trainer.seed + 7)
+    mixer = Mixer(mix, trainer.seed)  # as study.distill mixes
     model.train()
     for epoch in range(epochs):
         for chunk in _batches(rows, trainer.seed, epoch):
-            inputs, labels = x[chunk], y[chunk]
-            if mix:
-                lam = float(torch.distributions.Beta(mix, mix).sample())
-                perm = torch.randperm(len(chunk), generator=rng)
-                inputs = lam * inputs + (1 - lam) * inputs[perm]
-                with torch.no_grad():
-                    targets = teacher(inputs).exp()
-            elif probs is None:  # no teacher
-                targets = None
-            else:
-                targets = probs[chunk]
+            inputs, lam, perm = mixer(x[chunk])
             output = model(inputs)
-            if targets is None:
-                loss = F.cross_entropy(output, labels)
+            labels_loss = Mixer.loss(F.cross_entropy, output, y[chunk], lam, perm)
+            if probs is None:  # no teacher
+                loss = labels_loss
             else:
+                if mix:
+                    with torch.no_grad():
+                        targets = teacher(inputs).exp()
+                else:
+                    targets = probs[chunk]
                 loss = distillation_loss(output, targets, "classification", temperature)
-                if hard_weight and not mix:
-                    loss = loss + hard_weight * F.cross_entropy(output, labels)
+                if hard_weight:
+                    loss = loss + hard_weight * labels_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     return model.eval()
 
 
-def _baseline(epochs: int, warm: bool, lr_factor: float) -> str:
-    return f"no_teacher_{'warm_' if warm else ''}e{epochs or 'default'}_lr{lr_factor:g}"
+def _baseline(epochs: int, mix: float, warm: bool, lr_factor: float) -> str:
+    mixed = f"_mix{mix:g}" if mix else ""
+    return f"no_teacher_{'warm_' if warm else ''}e{epochs or 'default'}{mixed}_lr{lr_factor:g}"
 
 
-def run(seed: int, train_size: int, home: Path) -> dict[str, Any]:
+def run(seed: int, train_size: int, home: Path, variants: list[Variant]) -> dict[str, Any]:
     (x, y), (x_test, y_test) = load("mnist", seed, train_size)
     model_fn, opt_fn, epochs, _ = SETTINGS["mnist"]
     trainer = optuna_mto.SupervisedTrainer(
@@ -138,10 +151,10 @@ def run(seed: int, train_size: int, home: Path) -> dict[str, Any]:
     with torch.no_grad():
         probs = teacher(x).exp()
     init = study.best_state_dict(best)
-    for n_epochs, warm, lr in BASELINES:
-        plain = _student(trainer, teacher, None, rows, ("", 1, 0, n_epochs, 0, warm, lr), init)
-        outputs[_baseline(n_epochs, warm, lr)] = accuracy(plain, x_test, y_test)
-    for variant in VARIANTS:
+    for n_epochs, mix, warm, lr in baselines(variants):
+        plain = _student(trainer, teacher, None, rows, ("", 1, 0, n_epochs, mix, warm, lr), init)
+        outputs[_baseline(n_epochs, mix, warm, lr)] = accuracy(plain, x_test, y_test)
+    for variant in variants:
         student = _student(trainer, teacher, probs, rows, variant, init)
         outputs[variant[0]] = accuracy(student, x_test, y_test)
         print(f"  seed {seed} {variant[0]:<10} {outputs[variant[0]]:.4f}", flush=True)
@@ -154,23 +167,24 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--train-size", type=int, default=1200)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="mixup")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    out = RESULTS / f"distil_sweep{args.tag}.json"
+    out = RESULTS / f"distil_sweep_{args.grid}{args.tag}.json"
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            runs.append(run(seed, args.train_size, Path(tmp)))
+            runs.append(run(seed, args.train_size, Path(tmp), GRIDS[args.grid]))
             o = runs[-1]["outputs"]
             print(f"seed {seed} single {o['single']:.4f} ensemble {o['ensemble']:.4f}",
                   flush=True)  # fmt: skip
             out.write_text(json.dumps({"train_size": args.train_size, "runs": runs}, indent=1))
     print(f"{'variant':<12}{'mean':>8}  {'vs single':<24}{'vs ensemble':<24}{'vs no teacher'}")
-    for name, _temperature, _hard_weight, n_epochs, _mix, warm, lr in VARIANTS:
+    for name, _temperature, _hard_weight, n_epochs, mix, warm, lr in GRIDS[args.grid]:
         cells = []
-        for ref in ("single", "ensemble", _baseline(n_epochs, warm, lr)):
+        for ref in ("single", "ensemble", _baseline(n_epochs, mix, warm, lr)):
             stat = paired(runs, "sweep", name, ("sweep", ref))
             cells.append(f"{100 * stat['diff']:+.2f} ({100 * stat['ci'][0]:+.2f},"
                          f"{100 * stat['ci'][1]:+.2f})")  # fmt: skip

@@ -19,6 +19,7 @@ initialisations and minibatch orders. Methods:
   default         create_study() with no transfer argument: the library's default
   old_default     GreedyTransfer(): the default up to 0.2.0 (copies at every step)
   rescue          RescueTransfer(): a split takes a donor only when clearly behind
+  rescue_i2/_i4   RescueTransfer(interval=2 or 4): the same rule, a look every 2 or 4 steps
   greedy          copy the best split's weights when they score better (the paper's MTO)
   diverse         truncation (only the worst quarter copies, only from the best quarter),
                   judged on the receiver's validation rows neither model trained on
@@ -71,7 +72,7 @@ from optuna_mto import transfer  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = (
     "independent", "independent_2x", "default", "old_default", "rescue", "greedy", "diverse",
-    "amto", "amto_blend", "pbt", "papa", "papa_all",
+    "amto", "amto_blend", "pbt", "papa", "papa_all", "rescue_i2", "rescue_i4",
 )  # fmt: skip
 OUTPUTS = (
     "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
@@ -148,6 +149,8 @@ def manager(method: str, setting: str) -> transfer.BaseTransferManager | None:
         return transfer.GreedyTransfer()  # the default up to 0.2: copy at every step
     if method == "rescue":
         return transfer.RescueTransfer()
+    if method.startswith("rescue_i"):  # the default's rule, looking every 2 or 4 steps
+        return transfer.RescueTransfer(interval=int(method[len("rescue_i") :]))
     if method.startswith("independent"):
         return transfer.NoTransfer()
     if method == "greedy":

@@ -97,6 +97,25 @@ def test_distill_trains_one_model_of_the_architecture_that_beats_chance(digits_s
     assert not torch.equal(plain[0].weight, default[0].weight)
 
 
+def test_refit_trains_the_distilled_models_baseline_on_the_same_rows(digits_study):
+    """``study.refit``: the same fresh model, rows and order as ``distill``, no teacher."""
+    study, trainer, x_test, y_test = digits_study
+    model = study.refit(trainer, epochs=3)
+    n = len(trainer.dataset[1])
+    rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
+    baseline = train_without_teacher(trainer, rows, epochs=3)
+    assert not model.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, baseline.state_dict()[name])
+    with torch.no_grad():
+        accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
+    assert accuracy > 0.6  # chance: 0.1
+    mixed = study.refit(trainer, epochs=3, mixup=1.0)
+    assert not torch.equal(mixed[0].weight, model[0].weight)
+    with pytest.raises(TypeError, match=r"study.refit\(trainer\) needs an optuna_mto.Supervised"):
+        study.refit(lambda trial: None)
+
+
 def test_distill_with_mixup_matches_the_teacher_between_rows(digits_study):
     """``mixup``: the student sees mixed rows labelled by the ensemble, and still learns."""
     study, trainer, x_test, y_test = digits_study

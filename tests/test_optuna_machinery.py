@@ -252,6 +252,20 @@ def test_sampler_and_pruner_reach_process_workers_and_remote_workers(study_name,
         optuna_mto.load_study(study_name=study_name, sampler="tpe")
 
 
+def test_a_pruner_that_needs_its_arguments_falls_back_to_the_default(study_name, caplog):
+    """ThresholdPruner has no default bounds: a worker elsewhere (or the CLI) still opens."""
+    optuna_mto.create_study(
+        study_name=study_name, n_splits=2, pruner=optuna.pruners.ThresholdPruner(upper=1.0)
+    )
+    with caplog.at_level("WARNING", logger="optuna_mto"):
+        loaded = optuna_mto.load_study(study_name=study_name)
+    assert isinstance(loaded.study.pruner, optuna.pruners.MedianPruner)
+    assert "ThresholdPruner, which cannot be rebuilt without its arguments" in caplog.text
+    assert "load_study(..., pruner=...)" in caplog.text
+    mine = optuna.pruners.ThresholdPruner(upper=2.0)
+    assert optuna_mto.load_study(study_name=study_name, pruner=mine).study.pruner is mine
+
+
 def test_study_made_before_samplers_were_recorded_still_opens(study_name):
     study = optuna_mto.create_study(study_name=study_name, n_splits=2)
     with get_engine(study.study._storage).begin() as conn:  # as an older version wrote it

@@ -70,10 +70,20 @@ def rebuild(kind: str, given: Any, stored: dict[str, str] | None, study_name: st
             study_name, kind, name, _DEFAULTS[kind], kind, kind,
         )  # fmt: skip
         return None
+    try:
+        rebuilt = cls()
+    except TypeError as err:  # e.g. ThresholdPruner: no default for its bounds
+        _logger.warning(
+            "Study %r was created with %s %s, which cannot be rebuilt without its "
+            "arguments (%s); this worker uses Optuna's default %s. Pass "
+            "load_study(..., %s=...) or optuna-mto worker --%s module:attr to use it.",
+            study_name, kind, name, err, _DEFAULTS[kind], kind, kind,
+        )  # fmt: skip
+        return None
     _logger.warning(
         "Study %r was created with %s %s; this worker rebuilds it with default arguments "
         "(its arguments, a seed among them, are not stored). Pass load_study(..., %s=...) "
         "or optuna-mto worker --%s module:attr to use the same settings.",
         study_name, kind, name, kind, kind,
     )  # fmt: skip
-    return cls()
+    return rebuilt

@@ -290,6 +290,7 @@ class MTOStudy:
     # One model from the K, by distillation (documented in optuna_mto._study.distill_study).
     teacher_targets = _distill_study.study_teacher_targets
     distill = _distill_study.study_distill
+    refit = _distill_study.study_refit
 
     def records(self) -> dict[int, SplitRecord]:
         """Return the latest published record of each split (the blackboard)."""
