@@ -100,27 +100,43 @@ def test_distill_trains_one_model_of_the_architecture_that_beats_chance(digits_s
 def test_refit_trains_the_distilled_models_baseline_on_the_same_rows(digits_study):
     """``study.refit``: the same fresh model, rows and order as ``distill``, no teacher."""
     study, trainer, x_test, y_test = digits_study
-    model = study.refit(trainer, epochs=3)
+    model = study.refit(trainer, epochs=3)  # digits are floating point: mixed by default
     n = len(trainer.dataset[1])
     rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
-    baseline = train_without_teacher(trainer, rows, epochs=3)
+    baseline = train_without_teacher(trainer, rows, epochs=3, mixup=1.0)
     assert not model.training
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, baseline.state_dict()[name])
     with torch.no_grad():
         accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
     assert accuracy > 0.6  # chance: 0.1
-    mixed = study.refit(trainer, epochs=3, mixup=1.0)
-    assert not torch.equal(mixed[0].weight, model[0].weight)
+    unmixed = study.refit(trainer, epochs=3, mixup=0.0)
+    assert not torch.equal(unmixed[0].weight, model[0].weight)
+    # By default both train twice the trainer's epochs.
+    twice = study.refit(trainer)
+    again = train_without_teacher(trainer, rows, epochs=2 * trainer.epochs, mixup=1.0)
+    assert torch.equal(twice[0].weight, again[0].weight)
     with pytest.raises(TypeError, match=r"study.refit\(trainer\) needs an optuna_mto.Supervised"):
         study.refit(lambda trial: None)
+
+
+def test_the_default_recipe_mixes_only_inputs_that_can_be_mixed():
+    from optuna_mto._study.distill_study import _recipe
+
+    floats = digits_trainer(torch.zeros(8, 64), torch.zeros(8, dtype=torch.long), epochs=3)
+    tokens = digits_trainer(
+        torch.zeros(8, 64, dtype=torch.long), torch.zeros(8, dtype=torch.long), epochs=3
+    )
+    assert _recipe(floats, None, None) == (6, 1.0)
+    assert _recipe(tokens, None, None) == (6, 0.0)
+    assert _recipe(floats, 5, 0.3) == (5, 0.3)
 
 
 def test_distill_with_mixup_matches_the_teacher_between_rows(digits_study):
     """``mixup``: the student sees mixed rows labelled by the ensemble, and still learns."""
     study, trainer, x_test, y_test = digits_study
     mixed = study.distill(trainer, epochs=4, mixup=1.0)
-    plain = study.distill(trainer, epochs=4)
+    plain = study.distill(trainer, epochs=4, mixup=0.0)
     assert not torch.equal(mixed[0].weight, plain[0].weight)
     with torch.no_grad():
         accuracy = float((mixed(x_test).argmax(1) == y_test).float().mean())

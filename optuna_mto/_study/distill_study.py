@@ -120,8 +120,8 @@ def study_distill(
     epochs: int | None = None,
     rows: Sequence[int] | np.ndarray | None = None,
     temperature: float = 1.0,
-    hard_weight: float = 0.0,
-    mixup: float = 0.0,
+    hard_weight: float = 1.0,
+    mixup: float | None = None,
     splits: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
@@ -129,13 +129,15 @@ def study_distill(
 
     The student is built, optimized and batched as ``trainer`` trains a split (its
     ``model_fn``, ``optimizer_fn``, ``batch_size``, ``seed``; no scheduler), for
-    ``epochs`` (default: the trainer's) on ``rows`` (default: every row of the
+    ``epochs`` (default: twice the trainer's) on ``rows`` (default: every row of the
     trainer's dataset except the study's selection rows), matching the ensemble's
     class probabilities softened by ``temperature`` (its mean output for regression),
-    plus ``hard_weight`` times the trainer's loss on the true labels. ``mixup > 0``
-    trains on mixed inputs labelled by the ensemble (function matching: see
-    :func:`optuna_mto._study.distill.distill`; floating-point inputs only). Returns the
-    student in eval mode.
+    plus ``hard_weight`` times the trainer's loss on the true labels. With ``mixup``
+    (default: 1.0 for floating-point inputs, 0 for others such as token ids) each batch
+    is mixed with a shuffled copy of itself and the ensemble labels the mixed inputs
+    (function matching: see :func:`optuna_mto._study.distill.distill`). The defaults
+    are the recipe that did best on the MNIST benchmark (``benchmarks/README.md``, "One
+    deployable model"). Returns the student in eval mode.
 
     Raises:
         TypeError: If ``trainer`` is not a :class:`SupervisedTrainer`.
@@ -146,9 +148,10 @@ def study_distill(
     rows = _student_rows(self, trainer, rows, "distill")
     task = study_task(self._rt) or trainer.task
     teacher, task = _teacher(self._rt, partial(trainer.build_model, -1), task, splits, device)
+    epochs, mixup = _recipe(trainer, epochs, mixup)
     return distill_trainer(
-        teacher, trainer, rows, task=task, epochs=epochs,
-        temperature=temperature, hard_weight=hard_weight, mixup=mixup, device=device,
+        teacher, trainer, rows, task=task, epochs=epochs, temperature=temperature,
+        hard_weight=hard_weight, mixup=mixup, device=device,
     )  # fmt: skip
 
 
@@ -158,18 +161,15 @@ def study_refit(
     *,
     epochs: int | None = None,
     rows: Sequence[int] | np.ndarray | None = None,
-    mixup: float = 0.0,
+    mixup: float | None = None,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
     """Train one fresh model of the splits' architecture on all their rows, no teacher.
 
     The model is built, optimized and batched as :meth:`distill` builds its student (the
-    same start, rows and seeded batch order), but learns the labels alone: the
-    distilled model's fair baseline, and after cross-validation the usual "refit on
-    everything". ``mixup > 0`` mixes inputs and labels alike. On the MNIST benchmark
-    (1,200 digits, 10 paired seeds, 2x the epochs, ``mixup=1.0``) it scored 0.61 points
-    above the distilled model and 1.78 above the independent splits' chosen model
-    (``benchmarks/README.md``, "One deployable model"). Returns it in eval mode.
+    same start, rows, seeded batch order, ``epochs`` and ``mixup`` defaults), but learns
+    the labels alone (mixed as the inputs are): the distilled model's fair baseline, and
+    after cross-validation the usual "refit on everything". Returns it in eval mode.
 
     Raises:
         TypeError: If ``trainer`` is not a :class:`SupervisedTrainer`.
@@ -177,7 +177,21 @@ def study_refit(
         DatasetMismatchError: If the trainer's dataset is not the study's size.
     """
     rows = _student_rows(self, trainer, rows, "refit")
+    epochs, mixup = _recipe(trainer, epochs, mixup)
     return train_without_teacher(trainer, rows, epochs=epochs, mixup=mixup, device=device)
+
+
+def _recipe(
+    trainer: SupervisedTrainer, epochs: int | None, mixup: float | None
+) -> tuple[int, float]:
+    """The defaults: twice the trainer's epochs; mixup 1.0 for floating-point inputs, else 0."""
+    if epochs is None:
+        epochs = 2 * trainer.epochs
+    if mixup is None:
+        data = trainer.dataset
+        first = data[0] if isinstance(data, tuple) else data[0][0]
+        mixup = 1.0 if torch.is_floating_point(torch.as_tensor(first)) else 0.0
+    return epochs, mixup
 
 
 def _student_rows(
