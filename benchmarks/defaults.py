@@ -34,7 +34,7 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS", Path(__file__).resolve().parent /
 METHODS = ("independent", "default", "rescue_i2", "rescue_i4", "papa")
 OUTPUTS = (
     "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
-    "distilled_mix", "no_teacher_mix",
+    "distilled_mix", "no_teacher_mix", "distilled_mix_hw1",
 )  # fmt: skip
 
 

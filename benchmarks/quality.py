@@ -76,12 +76,18 @@ METHODS = (
 )  # fmt: skip
 OUTPUTS = (
     "single", "ensemble", "uniform_soup", "greedy_soup", "distilled", "no_teacher",
-    "distilled_mix", "no_teacher_mix",
+    "distilled_mix", "no_teacher_mix", "distilled_mix_hw1",
 )  # fmt: skip
 #: Distillation recipes (``--distil-recipe``): output suffix, epochs (x the setting's),
-#: mixup. ``mix`` is function matching: the teacher labels mixed images, 2x the epochs
-#: (chosen on tuning seeds 100-105 by ``distil_sweep.py``).
-RECIPES = {"plain": ("", 1, 0.0), "mix": ("_mix", 2, 1.0)}
+#: mixup, hard_weight, whether to train the no-teacher baseline. ``mix`` is function
+#: matching: the teacher labels mixed images, 2x the epochs (chosen on tuning seeds
+#: 100-105 by ``distil_sweep.py --grid warm``); ``mix_hw1`` adds the mixed true labels
+#: (``--grid mixup``, seeds 100-101); its baseline is ``mix``'s, ``no_teacher_mix``.
+RECIPES = {
+    "plain": ("", 1, 0.0, 0.0, True),
+    "mix": ("_mix", 2, 1.0, 0.0, True),
+    "mix_hw1": ("_mix_hw1", 2, 1.0, 1.0, False),
+}
 K, INTERVAL, DIVERSITY_ROWS, DIVERGED = 4, 2, 300, 0.2
 
 
@@ -247,15 +253,17 @@ def one_model_outputs(
     """
     from optuna_mto._study.distill import train_without_teacher
 
-    suffix, factor, mixup = RECIPES[recipe]
+    suffix, factor, mixup, hard_weight, baseline = RECIPES[recipe]
     n = len(trainer.dataset[1])
     rows = np.setdiff1d(np.arange(n), study.selection_indices(n))
-    student = study.distill(trainer, epochs=epochs * factor, rows=rows, mixup=mixup)
-    plain = train_without_teacher(trainer, rows, epochs=epochs * factor, mixup=mixup)
-    return {
-        f"distilled{suffix}": accuracy(student, x_test, y_test),
-        f"no_teacher{suffix}": accuracy(plain, x_test, y_test),
-    }
+    student = study.distill(
+        trainer, epochs=epochs * factor, rows=rows, mixup=mixup, hard_weight=hard_weight
+    )
+    out = {f"distilled{suffix}": accuracy(student, x_test, y_test)}
+    if baseline:
+        plain = train_without_teacher(trainer, rows, epochs=epochs * factor, mixup=mixup)
+        out[f"no_teacher{suffix}"] = accuracy(plain, x_test, y_test)
+    return out
 
 
 def run(
@@ -491,7 +499,8 @@ def main() -> None:
     parser.add_argument(
         "--distil-recipe", choices=sorted(RECIPES), default="plain",
         help="plain: the setting's epochs; mix: function matching on mixed images, 2x "
-        "the epochs (outputs distilled_mix and no_teacher_mix)",
+        "the epochs (outputs distilled_mix and no_teacher_mix); mix_hw1: mix plus the "
+        "mixed true labels (output distilled_mix_hw1)",
     )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
