@@ -63,6 +63,42 @@ def test_shards_are_disjoint_padded_and_only_inside_a_split():
     assert _ddp_group.shard(rows) is rows and not _ddp_group._HOOKS  # hook removed
 
 
+_CLOSE_SCRIPT = """
+import json, os, sys
+import torch.distributed as dist
+from optuna_mto._workers import distributed
+from optuna_mto._workers.ddp_group import Group
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+before = threads()
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+with_world = threads()
+distributed._GROUP = Group(0, 1, "cpu", dist.new_group(backend="gloo"))
+distributed._GROUP.send({"kind": "done", "error": None})
+distributed._OWN_WORLD = sys.argv[2] == "ours"
+distributed._close_group()
+print(json.dumps({"before": before, "with_world": with_world, "after": threads(),
+                  "initialized": dist.is_initialized(), "closed": distributed._GROUP is None}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
+@pytest.mark.parametrize("owner", ["ours", "the user's"])
+def test_the_groups_threads_are_joined_before_the_interpreter_exits(tmp_path, owner):
+    """Left to Python's teardown, a gloo thread freeing tensors aborts the process."""
+    proc = subprocess.run([sys.executable, "-c", _CLOSE_SCRIPT, str(tmp_path / "store"), owner],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["closed"]
+    if owner == "ours":  # the process group this module started ends with it
+        assert not seen["initialized"] and seen["after"] == seen["before"], seen
+    else:  # only the control group goes: the user's process group stays theirs
+        assert seen["initialized"] and seen["after"] == seen["with_world"], seen
+
+
 # ---------------------------------------------------------------------- torchrun
 def _torchrun(tmp_path: Path, out: Path, *args: str, **env: str) -> subprocess.Popen:
     out.mkdir(exist_ok=True)

@@ -48,6 +48,7 @@ resumes it from its last checkpoint. ``optimize(n_jobs>1)`` and
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -92,6 +93,7 @@ _CONTROL_TIMEOUT = datetime.timedelta(days=7)
 
 _GROUP: Group | None = None  # this process's group, once joined
 _LEADING: Group | None = None  # set on rank 0 while optimize runs
+_OWN_WORLD = False  # True once join() started the process group (and so ends it at exit)
 
 
 def _world_and_rank() -> tuple[int, int]:
@@ -111,7 +113,7 @@ def join(n_jobs: int, executor: str, devices: Any) -> tuple[Group | None, Any]:
     Raises:
         ValueError: For ``n_jobs > 1``, ``executor="process"`` or several devices.
     """
-    global _GROUP
+    global _GROUP, _OWN_WORLD
     world, rank = _world_and_rank()
     if world <= 1:
         return None, devices
@@ -143,7 +145,9 @@ def join(n_jobs: int, executor: str, devices: Any) -> tuple[Group | None, Any]:
             if cuda:
                 torch.cuda.set_device(torch.device(device))
             dist.init_process_group("nccl" if cuda else "gloo")
+            _OWN_WORLD = True
         control = dist.new_group(backend="gloo", timeout=_CONTROL_TIMEOUT)
+        atexit.register(_close_group)
         _GROUP = Group(rank, world, device, control)
         _logger.info("Rank %d of %d on %s (%s backend).", rank, world, device,
                      dist.get_backend())  # fmt: skip
@@ -151,6 +155,33 @@ def join(n_jobs: int, executor: str, devices: Any) -> tuple[Group | None, Any]:
         raise DistributedSplitError(f"The process group is broken: {_GROUP.broken}")
     _GROUP.device = device
     return _GROUP, [device]
+
+
+def _close_group() -> None:
+    """Close the control group (and the process group, if this module started it) at exit.
+
+    Left to the interpreter's teardown, a gloo worker thread can still be freeing the
+    last broadcast's tensors while Python finalizes: it cannot take the GIL, and the
+    process aborts (``terminate called without an active exception``) after a run that
+    succeeded. Dropping the last reference here, while Python is alive, joins those
+    threads. A broken group is left alone: its peer is gone, and the process exits
+    with an error anyway.
+    """
+    global _GROUP
+    group, _GROUP = _GROUP, None
+    if group is None or group.broken is not None:
+        return
+    control, group.control = group.control, None
+    try:
+        if _OWN_WORLD and dist.is_initialized():
+            dist.destroy_process_group()  # every group, the control group included
+        elif dist.is_initialized():
+            dist.destroy_process_group(control)  # the user's own group stays theirs
+    except ValueError:
+        pass  # the user destroyed every group already
+    except Exception as err:  # exiting anyway: say so, do not mask the exit status
+        _logger.warning("Could not close the process group at exit: %r", err)
+    del control  # the last reference: its destructor joins gloo's threads, GIL released
 
 
 def follow_cli(objective: Any, device: str | None, n_jobs: int) -> int | None:
