@@ -90,8 +90,9 @@ def create() -> optuna_mto.MTOStudy:
 def open_study() -> optuna_mto.MTOStudy:
     """Rank 0 creates the study, then the other ranks load it.
 
-    (Several processes creating one new database at the same moment can collide.) The
-    process group is started here for that barrier; ``optimize`` then uses it.
+    (Every rank could call ``create()`` instead: ``load_if_exists=True`` and processes
+    opening one fresh database at once are fine.) The process group is started here to
+    show a script that owns it; ``optimize`` then uses it.
     """
     if "RANK" not in os.environ:  # python examples/ddp_objective.py: one process
         return create()

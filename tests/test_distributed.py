@@ -84,6 +84,7 @@ print(json.dumps({"before": before, "with_world": with_world, "after": threads()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
 @pytest.mark.parametrize("owner", ["ours", "the user's"])
 def test_the_groups_threads_are_joined_before_the_interpreter_exits(tmp_path, owner):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
 import optuna
 import pytest
 from _models import digits_trainer
 from conftest import postgres_url
 
+import optuna_mto
 from optuna_mto._storage.rdb import open_storage
 
 
@@ -113,3 +118,64 @@ def test_a_grpc_storage_proxy_is_refused_with_the_reason_and_the_way_out(tmp_pat
         proxy = GrpcStorageProxy(host="localhost", port=port)
     with pytest.raises(ValueError, match="cannot run through a GrpcStorageProxy.*PgBouncer"):
         optuna_mto.create_study(study_name="proxied", storage=proxy, n_splits=2)
+
+
+_OPEN_AT_ONCE = """
+import pathlib, sys, time
+import optuna_mto
+go = pathlib.Path(sys.argv[2])
+while not go.exists():  # every process imported: start together
+    time.sleep(0.01)
+study = optuna_mto.create_study(study_name="race", storage=sys.argv[1], n_splits=2,
+                                load_if_exists=True)
+print("opened", study.n_splits)
+"""
+
+
+@contextlib.contextmanager
+def _fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the test server (dropped after)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
+    name = f"mto_race_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.make_url(postgres_url()).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_processes_creating_one_study_on_a_fresh_database_at_once_all_open_it(tmp_path, backend):
+    """The ranks of a torchrun script (or workers started together) create the tables at once."""
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        else:
+            url = stack.enter_context(_fresh_postgres_database())
+        go = tmp_path / "go"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_ONCE, url, str(go)],
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            for _ in range(4)
+        ]
+        time.sleep(8)  # let every process import optuna_mto and torch
+        go.touch()
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, "\n---\n".join(outputs)[-4000:]
+        assert all("opened 2" in out for out in outputs)
+        study = optuna_mto.load_study(study_name="race", storage=url)
+        assert study.n_splits == 2 and len(optuna.get_all_study_names(url)) == 1

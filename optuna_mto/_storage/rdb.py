@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 _SQLITE_TIMEOUT_S = 60
+#: Tries to open a fresh database that other processes are creating tables in at once.
+_SCHEMA_RACE_TRIES = 5
 #: A worker process's connections to a database server: it keeps ``POOL_SIZE`` open
 #: between uses, and opens at most ``POOL_SIZE + MAX_OVERFLOW`` at once (the split's
 #: thread and Optuna's heartbeat thread rarely need one at the same moment; an extra
@@ -258,24 +262,45 @@ def _rdb_storage(
     grace_period: int | None,
     checked: bool,
 ) -> RDBStorage:
-    """Build the ``RDBStorage``; a failure is a ValueError with the masked URL and a fix."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                storage,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                skip_compatibility_check=not checked,
-                skip_table_creation=not checked,
-            )
-    except Exception as err:  # noqa: BLE001 - re-raised with the masked URL and a fix.
-        raise ValueError(
-            f"Could not open the storage {mask_url(storage)}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}. Check that the database server "
-            "is running and the URL (driver, host, port, database, user) is right."
-        ) from None
+    """Build the ``RDBStorage``; a failure is a ValueError with the masked URL and a fix.
+
+    Several processes opening one fresh database at once (the ranks of a torchrun
+    script, workers started together) race to create Optuna's tables: the losers
+    get "already exists" or a unique-constraint error. They try again after a
+    moment, when the winner's tables are there.
+    """
+    for attempt in range(_SCHEMA_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    storage,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    skip_compatibility_check=not checked,
+                    skip_table_creation=not checked,
+                )
+        except Exception as err:  # noqa: BLE001 - re-raised with the masked URL and a fix.
+            if _lost_schema_race(err) and attempt + 1 < _SCHEMA_RACE_TRIES:
+                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+                continue
+            raise ValueError(
+                f"Could not open the storage {mask_url(storage)}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}. Check that the database "
+                "server is running and the URL (driver, host, port, database, user) is right."
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _lost_schema_race(err: BaseException) -> bool:
+    """Whether ``err`` is another process creating the same tables at the same moment."""
+    if isinstance(err, sqlalchemy.exc.IntegrityError):  # its alembic row, or pg_type's
+        return True
+    text = str(err).lower()
+    return isinstance(err, sqlalchemy.exc.DBAPIError) and (
+        "already exists" in text or "duplicate" in text
+    )
 
 
 def get_engine(storage: optuna.storages.BaseStorage) -> sqlalchemy.Engine:

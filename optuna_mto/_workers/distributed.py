@@ -8,8 +8,8 @@ Start a worker (or your script that calls ``optimize``) once per GPU with torchr
 
 Every process of the group (``WORLD_SIZE > 1``) calls ``optimize``, which joins the
 process group (``init_process_group`` with nccl on CUDA, gloo on the CPU, unless you
-did it first) and then plays one role (create the study before, or on rank 0 alone:
-several processes creating one new database at once can collide):
+did it first) and then plays one role (every rank may open the study with
+``create_study(..., load_if_exists=True)``, even on a fresh database):
 
 - rank 0 is the worker: it claims a split, owns its Optuna trial, writes every
   checkpoint, report and record, and judges transfers, exactly as without torchrun;
