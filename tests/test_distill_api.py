@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -118,6 +120,30 @@ def test_refit_trains_the_distilled_models_baseline_on_the_same_rows(digits_stud
     assert torch.equal(twice[0].weight, again[0].weight)
     with pytest.raises(TypeError, match=r"study.refit\(trainer\) needs an optuna_mto.Supervised"):
         study.refit(lambda trial: None)
+
+
+def _sgd_too_fast(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=50.0, momentum=0.9)
+
+
+def test_a_model_that_ends_below_every_split_is_named_with_the_way_out(digits_study):
+    """benchmarks/README: on the fragile setting (SGD, lr 1.0) the distilled model diverged."""
+    study, trainer, _, _ = digits_study
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model that learned: no warning
+        good = study.distill(trainer)
+    summary, n = study.summary(), len(trainer.dataset[1])
+    worst = summary.ranking[-1]
+    assert trainer.evaluate(good, study.selection_indices(n)) >= summary.selection[worst]
+    fragile = digits_trainer(*trainer.dataset, epochs=3, optimizer_fn=_sgd_too_fast)
+    for name, method in (("distill", study.distill), ("refit", study.refit)):
+        expected = (
+            rf"{name}\(\.\.\.\)'s model scores .* on the held-out selection rows, "
+            rf"worse than every split \(the worst, split {worst}: .*Deploy study.ensemble"
+        )
+        with pytest.warns(UserWarning, match=expected) as caught:
+            method(fragile)
+        assert caught[0].filename == __file__  # the user's line, not the library's
 
 
 def test_the_default_recipe_mixes_only_inputs_that_can_be_mixed():

@@ -9,6 +9,8 @@ The three public functions are ``MTOStudy``'s methods as they stand (``self`` is
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from optuna_mto._errors import DatasetMismatchError
 from optuna_mto._study.distill import distill_trainer, teacher_targets, train_without_teacher
 from optuna_mto._study.outputs import build_ensemble
 from optuna_mto._study.results import study_summary
+from optuna_mto._study.summary import CrossSplitSummary
 from optuna_mto._study.task import combine_for, study_task
 from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._validation import check_int
@@ -54,9 +57,10 @@ def _teacher(
     task: str | None,
     splits: Sequence[int] | None,
     device: torch.device | str,
+    summary: CrossSplitSummary | None = None,
 ) -> tuple[Ensemble, str]:
     """The study's ensemble (combined by ``task``) on ``device``, and the task to match."""
-    summary = study_summary(rt)
+    summary = summary or study_summary(rt)
     if not summary.ranking:
         raise ValueError(
             f"Study {rt.study_name!r} has no finished split to learn from (split states: "
@@ -147,12 +151,16 @@ def study_distill(
     """
     rows = _student_rows(self, trainer, rows, "distill")
     task = study_task(self._rt) or trainer.task
-    teacher, task = _teacher(self._rt, partial(trainer.build_model, -1), task, splits, device)
+    summary = study_summary(self._rt)
+    make_model = partial(trainer.build_model, -1)
+    teacher, task = _teacher(self._rt, make_model, task, splits, device, summary)
     epochs, mixup = _recipe(trainer, epochs, mixup)
-    return distill_trainer(
+    student = distill_trainer(
         teacher, trainer, rows, task=task, epochs=epochs, temperature=temperature,
         hard_weight=hard_weight, mixup=mixup, device=device,
     )  # fmt: skip
+    _check_model(self, trainer, student, rows, "distill", summary)
+    return student
 
 
 def study_refit(
@@ -178,7 +186,51 @@ def study_refit(
     """
     rows = _student_rows(self, trainer, rows, "refit")
     epochs, mixup = _recipe(trainer, epochs, mixup)
-    return train_without_teacher(trainer, rows, epochs=epochs, mixup=mixup, device=device)
+    model = train_without_teacher(trainer, rows, epochs=epochs, mixup=mixup, device=device)
+    _check_model(self, trainer, model, rows, "refit", study_summary(self._rt))
+    return model
+
+
+def _check_model(
+    study: MTOStudy,
+    trainer: SupervisedTrainer,
+    model: nn.Module,
+    rows: np.ndarray,
+    method: str,
+    summary: CrossSplitSummary,
+) -> None:
+    """Warn when the new model scores below every split: its training failed.
+
+    Judged on the selection rows when the study holds them out (no model trained on
+    them), else on the model's own training rows against each split's mean cross-split
+    validation: a model that cannot reach on rows it trained on what the worst split
+    reaches on rows it did not has diverged or stalled. The worst split, not the best,
+    so that sampling noise on a few hundred rows raises no false alarm.
+    """
+    if not summary.ranking:
+        return
+    if summary.uses_selection:
+        on, where, scores = (
+            study.selection_indices(_n_rows(trainer)),
+            "the held-out selection rows",
+            summary.selection,
+        )
+    else:
+        on, where, scores = rows, "the rows it trained on", list(summary.mean)
+    worst = summary.ranking[-1]
+    reference = float(scores[worst])
+    score = trainer.evaluate(model, on)
+    sign = 1.0 if summary.direction == "maximize" else -1.0
+    if math.isfinite(score) and sign * (score - reference) >= 0:
+        return
+    warnings.warn(
+        f"study.{method}(...)'s model scores {score:.4g} on {where}, worse than every split "
+        f"(the worst, split {worst}: {reference:.4g}): its training failed, e.g. a learning "
+        "rate that its longer, mixed recipe does not survive. Deploy study.ensemble(...) or "
+        "study.load_best_model(...) instead, or try again with a lower learning rate in "
+        "the trainer's optimizer_fn, fewer epochs or mixup=0.",
+        stacklevel=3,
+    )
 
 
 def _recipe(
@@ -216,8 +268,7 @@ def _student_rows(
             "(e.g. trial=None), or use study.teacher_targets(make_model, x) and "
             "optuna_mto.distillation_loss in your own loop."
         )
-    data = trainer.dataset[0] if isinstance(trainer.dataset, tuple) else trainer.dataset
-    n, info = len(data), dataset_info(study._rt)
+    n, info = _n_rows(trainer), dataset_info(study._rt)
     if info is not None and info["n_samples"] != n:
         raise DatasetMismatchError(
             f"Study {study.study_name!r} was split on {info['n_samples']} rows, but the "
@@ -226,3 +277,9 @@ def _student_rows(
     if rows is None:
         return np.setdiff1d(np.arange(n), study.selection_indices(n))
     return np.asarray(rows)
+
+
+def _n_rows(trainer: SupervisedTrainer) -> int:
+    """The number of rows of the trainer's dataset (a tuple of tensors, or a Dataset)."""
+    data = trainer.dataset[0] if isinstance(trainer.dataset, tuple) else trainer.dataset
+    return len(data)
