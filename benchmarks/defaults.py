@@ -7,7 +7,7 @@ by ``quality.py --methods independent default papa --tag _defaults``, ``--distil
 default's distilled model; ``mnist_3900`` is the MNIST setting run with ``--train-size
 3900 --tag _defaults_3900``), where the runs of a later ``..._defaults_<tag>.json``
 replace those of the same method and seed (a rerun of one method after a change; their
-outputs are merged, so a rerun that adds an output keeps the others), and
+outputs and fields are merged, so a rerun that adds an output keeps the others), and
 prints, per setting, a Markdown table: each method's outputs as mean held-out test
 accuracy, the paired difference to independent splits' ensemble and to their single
 model (points, 95% t-interval over seeds), the lowest split's accuracy over all seeds and
@@ -61,7 +61,8 @@ def _runs(setting: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             continue  # another setting (mnist_defaults_3900, mnist_defaults_3900_v4)
         for r in json.loads(path.read_text())["runs"]:
             old = rows.get((r["method"], r["seed"]), {"outputs": {}})
-            rows[(r["method"], r["seed"])] = {**r, "outputs": {**old["outputs"], **r["outputs"]}}
+            merged = {**old, **r, "outputs": {**old["outputs"], **r["outputs"]}}
+            rows[(r["method"], r["seed"])] = merged  # a field the rerun lacks: the earlier run's
     return data, list(rows.values())
 
 
