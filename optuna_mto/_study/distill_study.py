@@ -219,6 +219,8 @@ def _check_model(
         on, where, scores = rows, "the rows it trained on", list(summary.mean)
     worst = summary.ranking[-1]
     reference = float(scores[worst])
+    if not math.isfinite(reference):  # that split has no score there: nothing to judge by
+        return
     score = trainer.evaluate(model, on)
     sign = 1.0 if summary.direction == "maximize" else -1.0
     if math.isfinite(score) and sign * (score - reference) >= 0:
