@@ -65,7 +65,6 @@ def test_worker_processes_hold_a_bounded_number_of_server_connections(digits, st
 
     import sqlalchemy as sa
 
-    import optuna_mto
     from optuna_mto._storage.rdb import MAX_OVERFLOW, POOL_SIZE, get_engine
 
     app = f"mto-{uuid.uuid4().hex[:8]}"
@@ -104,8 +103,6 @@ def test_a_grpc_storage_proxy_is_refused_with_the_reason_and_the_way_out(tmp_pat
 
     from optuna.storages import GrpcStorageProxy, RDBStorage, run_grpc_proxy_server
 
-    import optuna_mto
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -124,6 +121,7 @@ _OPEN_AT_ONCE = """
 import pathlib, sys, time
 import optuna_mto
 go = pathlib.Path(sys.argv[2])
+(go.parent / f"ready-{sys.argv[3]}").touch()
 while not go.exists():  # every process imported: start together
     time.sleep(0.01)
 study = optuna_mto.create_study(study_name="race", storage=sys.argv[1], n_splits=2,
@@ -165,14 +163,17 @@ def test_processes_creating_one_study_on_a_fresh_database_at_once_all_open_it(tm
         go = tmp_path / "go"
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", _OPEN_AT_ONCE, url, str(go)],
+                [sys.executable, "-c", _OPEN_AT_ONCE, url, str(go), str(i)],
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
-            for _ in range(4)
+            for i in range(4)
         ]
-        time.sleep(8)  # let every process import optuna_mto and torch
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("ready-*"))) < 4:  # every process imported torch
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.05)
         go.touch()
         outputs = [p.communicate(timeout=120)[0] for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, "\n---\n".join(outputs)[-4000:]

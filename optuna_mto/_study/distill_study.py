@@ -28,6 +28,7 @@ from optuna_mto._study.summary import CrossSplitSummary
 from optuna_mto._study.task import combine_for, study_task
 from optuna_mto._trainer import SupervisedTrainer
 from optuna_mto._validation import check_int
+from optuna_mto.transfer import is_better
 
 if TYPE_CHECKING:
     from optuna_mto._study.ensemble import Ensemble
@@ -222,8 +223,7 @@ def _check_model(
     if not math.isfinite(reference):  # that split has no score there: nothing to judge by
         return
     score = trainer.evaluate(model, on)
-    sign = 1.0 if summary.direction == "maximize" else -1.0
-    if math.isfinite(score) and sign * (score - reference) >= 0:
+    if not is_better(reference, score, summary.direction):  # NaN: worse than any split
         return
     warnings.warn(
         f"study.{method}(...)'s model scores {score:.4g} on {where}, worse than every split "
